@@ -1,0 +1,212 @@
+"""The ``emostream`` command: a thin argparse layer over the packages."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from emostream.config import Settings
+from model_store.errors import ModelStoreError
+
+DEFAULT_DATA = "../shared/datasets/fer2013"
+
+
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from training.pipeline import Augmentation
+    from training.train import TrainConfig, train
+
+    parent = None
+    if args.init_from and not Path(args.init_from).is_file():
+        parent = args.init_from
+        args.init_from = str(settings.model_store().path(parent) / "model.keras")
+    if args.resume:
+        config = TrainConfig.from_json(json.loads((Path(args.resume) / "config.json").read_text()))
+    else:
+        config = TrainConfig(
+            data=args.data,
+            val_data=args.val_data,
+            run_dir=args.run_dir or str(settings.runs_dir / args.arch),
+            architecture=args.arch,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            schedule=args.schedule,
+            warmup_epochs=args.warmup_epochs,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            label_smoothing=args.label_smoothing,
+            augmentation=Augmentation(
+                flip=not args.no_flip,
+                shift=args.shift,
+                rotation=args.rotation,
+                zoom=args.zoom,
+                erasing=args.erasing,
+                mixup=args.mixup,
+            ),
+            class_weights=args.class_weights,
+            patience=args.patience,
+            seed=args.seed,
+            limit=args.limit,
+            extra_train=args.extra_train,
+            init_from=args.init_from,
+            skip_bad=args.skip_bad,
+        )
+    result = train(config)
+    val = result.metrics["validation"]
+    print(
+        f"best model {result.model_path}: validation accuracy {val['accuracy']:.4f} "
+        f"(flip TTA {result.metrics['validation_tta']['accuracy']:.4f}), macro F1 {val['macro_f1']:.4f}"
+    )
+    if args.publish:
+        from model_store.publish import publish_run
+
+        manifest = publish_run(
+            settings.model_store(), result.run_dir, promote=args.promote, force=args.force, parent=parent
+        )
+        print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (resumable) and write its run artifacts")
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset root (train/, validation/) or Kaggle CSV")
+    p.add_argument("--val-data", help="validation source if not inside --data")
+    p.add_argument("--arch", default="emonet", help="architecture name (emonet, tutorial)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--schedule", default="cosine", choices=("cosine", "plateau", "constant"))
+    p.add_argument("--warmup-epochs", type=int, default=2)
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd"))
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--shift", type=float, default=0.1)
+    p.add_argument("--rotation", type=float, default=10.0)
+    p.add_argument("--zoom", type=float, default=0.1)
+    p.add_argument("--erasing", type=float, default=0.5, help="random-erasing probability")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta parameter (0: off)")
+    p.add_argument("--class-weights", action="store_true", help="weight the loss against class imbalance")
+    p.add_argument("--patience", type=int, default=12, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--limit", type=int, help="use at most N images per split")
+    p.add_argument("--extra-train", action="append", default=[], help="extra <class>/ folder for training")
+    p.add_argument("--init-from", help="start from a model version or .keras file (same architecture)")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images or rows")
+    p.add_argument("--run-dir", help="run directory (default: $EMOSTREAM_RUNS/<arch>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved configuration")
+    p.add_argument("--publish", action="store_true", help="publish the best model into the model store")
+    p.add_argument("--promote", action="store_true", help="with --publish: make it the live version")
+    p.add_argument("--force", action="store_true", help="with --promote: even if less accurate than live")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from training.data import load_csv, load_folder
+    from training.evaluation import evaluate
+
+    loaded = settings.model_store().load(args.model)  # before reading data: fail fast on a bad version
+    source = Path(args.data)
+    faces = (
+        load_csv(source, args.split, skip_bad=args.skip_bad)
+        if source.is_file()
+        else load_folder(source, skip_bad=args.skip_bad)
+    )
+    result = evaluate(loaded.model, faces.images, faces.labels, tta=args.tta)
+    result = {
+        "model_version": loaded.version,
+        "data": faces.source,
+        "tta": args.tta,
+        "skipped": len(faces.skipped),
+        **result,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from training.reports import classification_report
+
+        print(f"model {loaded.version} on {faces.source}" + (" with flip TTA" if args.tta else ""))
+        print(classification_report(result), end="")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a model version on labelled faces")
+    p.add_argument("--data", required=True, help="folder of <class>/ subfolders, or a Kaggle CSV")
+    p.add_argument("--split", help="CSV rows to use: train, validation, test (default: all rows)")
+    p.add_argument("--model", help="model version (default: the live one)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images or rows")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    store = settings.model_store()
+    live = store.live_version()
+    if args.action == "list":
+        rows = [store.manifest(v) for v in store.versions()]
+        if args.json:
+            print(json.dumps([{**m.to_json(), "live": m.version == live} for m in rows]))
+        for m in [] if args.json else rows:
+            acc = m.validation_accuracy
+            print(
+                f"{'*' if m.version == live else ' '} {m.version:<40} {m.architecture:<10} "
+                f"{m.created_at:<26} val_acc={'-' if acc is None else f'{acc:.4f}'}"
+            )
+    elif args.action == "show":
+        manifest = store.manifest(args.version or live or "")
+        if args.json:
+            print(json.dumps({**manifest.to_json(), "live": manifest.version == live}))
+        else:
+            print(json.dumps(manifest.to_json(), indent=2))
+    elif args.action == "promote":
+        store.promote(args.version, force=args.force, reason="cli")
+        print(f"live: {args.version}")
+    else:
+        print(f"live: {store.rollback()}")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list, show, promote and roll back model versions")
+    actions = p.add_subparsers(dest="action", required=True)
+    for name in ("list", "show"):
+        a = actions.add_parser(name)
+        a.add_argument("--json", action="store_true")
+        if name == "show":
+            a.add_argument("version", nargs="?", help="default: the live version")
+    promote = actions.add_parser("promote")
+    promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="promote even if less accurate than live")
+    actions.add_parser("rollback", help="make the previously live version live again")
+    p.set_defaults(func=_cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emostream", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("EMOSTREAM_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_models(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        return args.func(args, Settings.from_env())
+    except (ValueError, OSError, LookupError, ModelStoreError) as err:
+        print(f"emostream {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

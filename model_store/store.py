@@ -1,0 +1,266 @@
+"""A versioned, checksummed model store on the filesystem, with one atomic live pointer.
+
+Layout under the root::
+
+    versions/<version>/   model.keras, manifest.json, plots, report (immutable once visible)
+    staging/              half-written versions; never read, swept on open
+    LIVE                  the live version id (replaced atomically)
+    history.json          the stack of live versions (for rollback) and an event log
+    .lock                 serialises pointer updates across processes
+
+A version becomes visible by one ``rename`` of a fully written, fsynced directory, so a
+crash mid-publish leaves at most a directory under ``staging/``.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emostream.labels import EMOTIONS
+from model_store.errors import CorruptVersion, IncompatibleVersion, ModelStoreError, PromotionRefused, UnknownVersion
+from model_store.manifest import DEFAULT_INPUT, FORMAT, MANIFEST, MODEL_FILE, Manifest, sha256_file
+
+if TYPE_CHECKING:
+    import keras
+
+BUNDLED = Path(__file__).parent / "bundled"
+"""The default model shipped with the code, copied into an empty default store."""
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    model: "keras.Model"
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def new_version_id(architecture: str, when: datetime | None = None) -> str:
+    """``<architecture>-<UTC timestamp>-<random>``: unique and sortable by creation time."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    return f"{architecture}-{stamp}-{os.urandom(3).hex()}"
+
+
+class ModelStore:
+    """Publish, verify, load, promote and roll back model versions under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.versions_dir = self.root / "versions"
+        self.staging_dir = self.root / "staging"
+        self.live_file = self.root / "LIVE"
+        self.history_file = self.root / "history.json"
+
+    def _ensure_dirs(self) -> None:
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(exist_ok=True)
+
+    @classmethod
+    def open_default(cls, root: str | Path, bundled: Path = BUNDLED) -> "ModelStore":
+        """Open ``root``; an empty store receives the bundled versions and their live pointer."""
+        store = cls(root)
+        if store.live_version() is None and not store.versions() and (bundled / "LIVE").exists():
+            for version_dir in sorted((bundled / "versions").iterdir()):
+                store.import_version(version_dir)
+            store.promote((bundled / "LIVE").read_text().strip(), force=True, reason="bundled default")
+        return store
+
+    # --- reading -------------------------------------------------------------------
+
+    def versions(self) -> list[str]:
+        """Every visible version id, oldest first."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).exists())
+
+    def path(self, version: str) -> Path:
+        path = self.versions_dir / version
+        if "/" in version or version.startswith(".") or not (path / MANIFEST).exists():
+            raise UnknownVersion(f"no model version {version!r} in {self.root}")
+        return path
+
+    def manifest(self, version: str) -> Manifest:
+        try:
+            return Manifest.read(self.path(version))
+        except (ValueError, TypeError) as err:
+            raise CorruptVersion(f"{version}: unreadable manifest ({err})") from err
+
+    def live_version(self) -> str | None:
+        """The live version id: one small file read, cheap enough to poll."""
+        try:
+            return self.live_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def verify(self, version: str) -> Manifest:
+        """Check format, classes, input shape and every file's sha256; return the manifest."""
+        manifest = self.manifest(version)
+        directory = self.path(version)
+        if manifest.format > FORMAT:
+            raise IncompatibleVersion(f"{version}: manifest format {manifest.format} is newer than {FORMAT}")
+        if list(manifest.classes) != list(EMOTIONS):
+            raise IncompatibleVersion(f"{version}: classes {manifest.classes} differ from {list(EMOTIONS)}")
+        if manifest.input.get("shape") != DEFAULT_INPUT["shape"]:
+            raise IncompatibleVersion(
+                f"{version}: input shape {manifest.input.get('shape')} is not {DEFAULT_INPUT['shape']}"
+            )
+        if MODEL_FILE not in manifest.files:
+            raise CorruptVersion(f"{version}: manifest lists no {MODEL_FILE}")
+        for name, expected in manifest.files.items():
+            file = directory / name
+            if not file.is_file():
+                raise CorruptVersion(f"{version}: {name} is missing")
+            if sha256_file(file) != expected:
+                raise CorruptVersion(f"{version}: {name} fails its sha256 check")
+        return manifest
+
+    def load(self, version: str | None = None) -> LoadedModel:
+        """Verify and load ``version`` (default: the live one)."""
+        version = version or self.live_version()
+        if version is None:
+            raise UnknownVersion(f"no live model in {self.root}; train one or promote a version")
+        manifest = self.verify(version)
+        import keras  # deferred: TensorFlow takes seconds to import and the CLI rarely needs it
+
+        try:
+            model = keras.models.load_model(self.path(version) / MODEL_FILE, compile=False)
+        except Exception as err:  # Keras raises many types for a bad archive
+            raise CorruptVersion(f"{version}: model does not load ({err})") from err
+        if tuple(model.input_shape[1:]) != tuple(manifest.input["shape"]) or model.output_shape[-1] != len(EMOTIONS):
+            raise IncompatibleVersion(f"{version}: model maps {model.input_shape} to {model.output_shape}")
+        return LoadedModel(manifest, model)
+
+    # --- writing -------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._ensure_dirs()
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def publish(self, model: "keras.Model", manifest: Manifest, extra_files: dict[str, Path] | None = None) -> Manifest:
+        """Write ``model`` and ``extra_files`` as ``manifest.version``; visible only once complete."""
+        if (self.versions_dir / manifest.version).exists():
+            raise ModelStoreError(f"version {manifest.version} already exists")
+        self._ensure_dirs()
+        staging = Path(tempfile.mkdtemp(prefix=f"{manifest.version}.", dir=self.staging_dir))
+        try:
+            model.save(staging / MODEL_FILE)
+            for name, source in (extra_files or {}).items():
+                with Path(source).open("rb") as src, (staging / name).open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            manifest.files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+            manifest.write(staging)
+            for file in staging.iterdir():
+                with file.open("rb") as handle:
+                    os.fsync(handle.fileno())
+            _fsync_dir(staging)
+            os.rename(staging, self.versions_dir / manifest.version)
+            _fsync_dir(self.versions_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return manifest
+
+    def import_version(self, source: Path) -> str:
+        """Copy a version directory from elsewhere (e.g. the bundled one), verifying it."""
+        version = Manifest.read(source).version
+        if (self.versions_dir / version).exists():
+            return version
+        self._ensure_dirs()
+        staging = Path(tempfile.mkdtemp(prefix=f"{version}.", dir=self.staging_dir))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        os.rename(staging, self.versions_dir / version)
+        self.verify(version)
+        return version
+
+    def sweep_staging(self) -> list[str]:
+        """Remove leftovers of crashed publishes; returns what was removed."""
+        if not self.staging_dir.is_dir():
+            return []
+        removed = sorted(p.name for p in self.staging_dir.iterdir())
+        for name in removed:
+            shutil.rmtree(self.staging_dir / name, ignore_errors=True)
+        return removed
+
+    def _history(self) -> dict:
+        if self.history_file.exists():
+            return json.loads(self.history_file.read_text())
+        return {"stack": [], "log": []}
+
+    def history(self) -> list[dict]:
+        """Every promotion and rollback, oldest first."""
+        return self._history()["log"]
+
+    def _set_live(self, version: str, history: dict, action: str, reason: str) -> None:
+        previous = self.live_version()
+        history["log"].append(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "action": action,
+                "version": version,
+                "previous": previous,
+                "reason": reason,
+            }
+        )
+        _atomic_write(self.history_file, json.dumps(history, indent=2) + "\n")
+        _atomic_write(self.live_file, version + "\n")
+
+    def promote(self, version: str, *, force: bool = False, reason: str = "") -> Manifest:
+        """Make ``version`` live; refused if its validation accuracy is below the live one's."""
+        manifest = self.verify(version)
+        with self._locked():
+            live = self.live_version()
+            if live and live != version and not force:
+                current = self.manifest(live).validation_accuracy or 0.0
+                candidate = manifest.validation_accuracy or 0.0
+                if candidate < current:
+                    raise PromotionRefused(
+                        f"{version} has validation accuracy {candidate:.4f}, below live {live} ({current:.4f}); "
+                        "use --force to promote anyway"
+                    )
+            history = self._history()
+            history["stack"].append(version)
+            self._set_live(version, history, "promote", reason)
+        return manifest
+
+    def rollback(self) -> str:
+        """Make the version that was live before the current one live again."""
+        with self._locked():
+            history = self._history()
+            if len(history["stack"]) < 2:
+                raise ModelStoreError("nothing to roll back to: no earlier live version")
+            history["stack"].pop()
+            target = history["stack"][-1]
+            self.verify(target)
+            self._set_live(target, history, "rollback", "")
+        return target

@@ -1,0 +1,71 @@
+"""Real test data made on the fly: face folders, Kaggle CSVs, models with known answers."""
+
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+from emostream.labels import EMOTIONS
+
+REPO = Path(__file__).resolve().parent.parent
+FER_ROOT = REPO.parent / "shared" / "datasets" / "fer2013"
+
+
+def fer_root() -> Path:
+    """The real FER2013 folders beside the project; tests that need real faces fail without them."""
+    if not (FER_ROOT / "validation").is_dir():
+        raise RuntimeError(f"FER2013 not found at {FER_ROOT}: the tests need ../shared/datasets/fer2013")
+    return FER_ROOT
+
+
+def copy_fer_subset(dest: Path, split: str, per_class: int) -> Path:
+    """Copy the first ``per_class`` real faces of every class of ``split`` into ``dest/<class>/``."""
+    for name in EMOTIONS:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for src in sorted((fer_root() / split / name).iterdir())[:per_class]:
+            (dest / name / src.name).write_bytes(src.read_bytes())
+    return dest
+
+
+def brightness(label: int) -> int:
+    """The grey level that :func:`brightness_model` classifies as ``label``."""
+    return round(255 * label / (len(EMOTIONS) - 1))
+
+
+def brightness_model() -> keras.Model:
+    """A real Keras model whose answer is known: the class whose grey level is nearest the mean.
+
+    logits_k = 2 c_k m - c_k^2 is -(m - c_k)^2 up to a term shared by every class.
+    """
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(len(EMOTIONS), activation="softmax")
+    outputs = dense(x)
+    centres = np.arange(len(EMOTIONS)) / (len(EMOTIONS) - 1)
+    dense.set_weights([(100 * 2 * centres)[None, :], -100 * centres**2])
+    return keras.Model(inputs, outputs)
+
+
+def write_faces(root: Path, faces: dict[str, list[np.ndarray]], ext: str = "png") -> Path:
+    """Write ``faces[class]`` images into ``root/<class>/``, creating every class folder."""
+    for name in EMOTIONS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(faces.get(name, [])):
+            cv2.imwrite(str(root / name / f"{name}_{i}.{ext}"), image)
+    return root
+
+
+def flat(level: int, size: int = 48) -> np.ndarray:
+    return np.full((size, size), level, np.uint8)
+
+
+def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A Kaggle-format CSV: ``emotion,pixels,Usage`` rows given as strings."""
+    path.write_text("emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows))
+    return path
+
+
+def pixels(level: int) -> str:
+    return " ".join([str(level)] * 48 * 48)

@@ -1,0 +1,166 @@
+"""The versioned model store: publish, verify, load, promote, rollback, crashes and corruption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import REPO, brightness, brightness_model
+
+from model_store import (
+    CorruptVersion,
+    IncompatibleVersion,
+    Manifest,
+    ModelStore,
+    ModelStoreError,
+    PromotionRefused,
+    UnknownVersion,
+)
+from model_store.manifest import MODEL_FILE
+from model_store.store import BUNDLED, new_version_id
+
+
+def publish(store: ModelStore, accuracy: float, **fields) -> str:
+    manifest = Manifest(version=new_version_id("brightness"), architecture="brightness",
+                        created_at="2026-11-24T00:00:00+00:00", metrics={"validation_accuracy": accuracy}, **fields)
+    return store.publish(brightness_model(), manifest).version
+
+
+def test_publish_then_load_gives_the_same_model(tmp_path):
+    store = ModelStore(tmp_path)
+    version = publish(store, 0.5, parent="earlier-version")
+    loaded = store.load(version)
+    faces = np.full((1, 48, 48, 1), brightness(3), np.float32)
+    assert loaded.model(faces).numpy().argmax() == 3
+    manifest = store.manifest(version)
+    assert manifest.parent == "earlier-version"
+    assert set(manifest.files) == {MODEL_FILE}
+    assert manifest.classes == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert store.versions() == [version]
+
+
+def test_no_live_model_is_a_clear_error(tmp_path):
+    store = ModelStore(tmp_path)
+    publish(store, 0.5)
+    assert store.live_version() is None
+    with pytest.raises(UnknownVersion, match="no live model"):
+        store.load()
+    with pytest.raises(UnknownVersion, match="no model version 'nope'"):
+        store.load("nope")
+    with pytest.raises(UnknownVersion):
+        store.load("../versions")
+
+
+def test_promotion_policy_and_rollback(tmp_path):
+    store = ModelStore(tmp_path)
+    good, worse, better = publish(store, 0.6), publish(store, 0.5), publish(store, 0.7)
+    store.promote(good)
+    assert store.load().version == good
+    with pytest.raises(PromotionRefused, match="below live"):
+        store.promote(worse)
+    assert store.live_version() == good
+    store.promote(better)
+    store.promote(worse, force=True)
+    assert store.live_version() == worse
+    assert store.rollback() == better
+    assert store.rollback() == good
+    with pytest.raises(ModelStoreError, match="nothing to roll back"):
+        store.rollback()
+    assert [e["action"] for e in store.history()] == ["promote"] * 3 + ["rollback"] * 2
+
+
+def test_a_flipped_byte_fails_the_checksum(tmp_path):
+    store = ModelStore(tmp_path)
+    version = publish(store, 0.5)
+    store.promote(version)
+    model_file = store.path(version) / MODEL_FILE
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(CorruptVersion, match=r"model\.keras fails its sha256 check"):
+        store.load()
+    model_file.unlink()
+    with pytest.raises(CorruptVersion, match=r"model\.keras is missing"):
+        store.load()
+
+
+def test_incompatible_versions_are_refused(tmp_path):
+    store = ModelStore(tmp_path)
+    other_classes = publish(store, 0.5, classes=["a", "b"])
+    with pytest.raises(IncompatibleVersion, match="classes"):
+        store.load(other_classes)
+    future = publish(store, 0.5, format=99)
+    with pytest.raises(IncompatibleVersion, match="format 99"):
+        store.promote(future)
+
+
+def test_crash_mid_publish_leaves_no_visible_version(tmp_path):
+    """A publisher killed with SIGKILL while copying a file leaves only a staging directory."""
+    store = ModelStore(tmp_path / "store")
+    fifo = tmp_path / "plot.png"
+    os.mkfifo(fifo)  # the copy blocks reading it: the process is provably mid-publish when killed
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from factories import brightness_model\n"
+        "from model_store import Manifest, ModelStore\n"
+        f"store = ModelStore({str(store.root)!r})\n"
+        "m = Manifest(version='half-written', architecture='x', created_at='now')\n"
+        f"store.publish(brightness_model(), m, {{'plot.png': {str(fifo)!r}}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not any(store.staging_dir.glob("half-written.*/model.keras")):
+        assert proc.poll() is None, "publisher exited before reaching the copy"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert store.versions() == []
+    with pytest.raises(UnknownVersion):
+        store.path("half-written")
+    assert len(store.sweep_staging()) == 1
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_publishing_an_existing_version_is_refused(tmp_path):
+    store = ModelStore(tmp_path)
+    version = publish(store, 0.5)
+    manifest = Manifest(version=version, architecture="brightness", created_at="now")
+    with pytest.raises(ModelStoreError, match="already exists"):
+        store.publish(brightness_model(), manifest)
+
+
+def test_an_empty_default_store_receives_the_bundled_model(tmp_path):
+    source = ModelStore(tmp_path / "bundle")
+    version = publish(source, 0.6)
+    (tmp_path / "bundle" / "LIVE").write_text(version + "\n")
+    store = ModelStore.open_default(tmp_path / "store", bundled=tmp_path / "bundle")
+    assert store.live_version() == version
+    assert store.load().manifest.metrics == {"validation_accuracy": 0.6}
+    other = publish(store, 0.7)
+    store.promote(other)
+    assert ModelStore.open_default(tmp_path / "store", bundled=tmp_path / "bundle").live_version() == other
+
+
+def test_the_shipped_model_is_live_verified_and_documented():
+    live = (BUNDLED / "LIVE").read_text().strip()
+    store = ModelStore(BUNDLED)
+    manifest = store.verify(live)
+    assert manifest.metrics["validation_accuracy"] > 0.6
+    assert {"history.png", "confusion.png", "report.txt", "metrics.json", "config.json"} <= set(manifest.files)
+    assert manifest.training_config["architecture"] == manifest.architecture
+    readme = (REPO / "README.md").read_text()
+    assert live in readme
+    assert json.loads((BUNDLED / "versions" / live / "metrics.json").read_text())["validation"]["n"] == 3589
+
+
+def test_store_root_defaults_and_env(tmp_path):
+    from emostream.config import Settings
+
+    assert Settings.from_env({"EMOSTREAM_MODEL_STORE": str(tmp_path)}).model_store_root == Path(tmp_path)
+    assert Settings.from_env({"XDG_DATA_HOME": "/x"}).model_store_root == Path("/x/emostream/models")

@@ -1,0 +1,153 @@
+"""Training runs end to end on real FER2013 faces: artifacts, resume, publish, evaluate."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+from factories import REPO, brightness, brightness_model, copy_fer_subset, flat, write_faces
+
+from model_store import Manifest, ModelStore
+from model_store.store import new_version_id
+from training.pipeline import Augmentation
+from training.train import TrainConfig, train
+
+ARTIFACTS = ("config.json", "datasets.json", "best.keras", "history.csv", "history.png", "confusion.png",
+             "report.txt", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def fer_subset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fer")
+    copy_fer_subset(root / "train", "train", per_class=30)
+    copy_fer_subset(root / "validation", "validation", per_class=10)
+    return root
+
+
+def emostream(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emostream.cli", *args], cwd=REPO, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_interrupted_run_resumes_where_it_stopped(fer_subset, tmp_path):
+    config = TrainConfig(data=str(fer_subset), run_dir=str(tmp_path / "run"), epochs=3, batch_size=64,
+                         augmentation=Augmentation(erasing=0.2), patience=10)
+
+    def crash_after_first_epoch(epoch: int, logs: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch=crash_after_first_epoch)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    seen: list[int] = []
+    result = train(config, on_epoch=lambda epoch, logs: seen.append(epoch))
+    assert seen == [2, 3]
+    with (tmp_path / "run" / "history.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
+    assert result.metrics["epochs_run"] == 3
+    assert result.metrics["validation"]["n"] == 70
+
+    changed = TrainConfig(**{**config.__dict__, "epochs": 5})
+    with pytest.raises(ValueError, match="different configuration"):
+        train(changed)
+
+
+def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_path):
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    run_dir = tmp_path / "run"
+    done = emostream("train", "--data", str(fer_subset), "--arch", "emonet", "--epochs", "2", "--batch-size", "64",
+                     "--run-dir", str(run_dir), "--publish", "--promote", "--force", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "validation accuracy" in done.stdout
+    for name in ARTIFACTS:
+        assert (run_dir / name).stat().st_size > 0, name
+    for plot in ("history.png", "confusion.png"):
+        assert cv2.imread(str(run_dir / plot)) is not None
+    assert "disgust" in (run_dir / "report.txt").read_text()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["architecture"] == "emonet" and config["data"] == str(fer_subset)
+
+    listed = json.loads(emostream("models", "list", "--json", env=env).stdout)
+    live = [m for m in listed if m["live"]]
+    assert len(live) == 1 and live[0]["architecture"] == "emonet"
+    manifest = live[0]
+    assert manifest["datasets"]["train"]["n"] == 210
+    assert manifest["datasets"]["train"]["fingerprint"].startswith("sha256:")
+    assert {"model.keras", "history.png", "confusion.png", "report.txt", "metrics.json"} <= set(manifest["files"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert manifest["metrics"]["validation_accuracy"] == metrics["validation"]["accuracy"]
+
+
+def test_cli_reports_bad_data_clearly(tmp_path):
+    write_faces(tmp_path / "train", {"happy": [flat(1)]})
+    (tmp_path / "train" / "sad" / "x.png").write_bytes(b"garbage")
+    done = emostream("train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"), env={})
+    assert done.returncode == 2
+    assert "x.png: unreadable image" in done.stderr
+
+
+def _known_answer_store(tmp_path) -> dict[str, str]:
+    store = ModelStore(tmp_path / "store")
+    manifest = Manifest(version=new_version_id("brightness"), architecture="brightness", created_at="now",
+                        metrics={"validation_accuracy": 0.5})
+    store.publish(brightness_model(), manifest)
+    store.promote(manifest.version)
+    return {"EMOSTREAM_MODEL_STORE": str(store.root)}
+
+
+def test_evaluate_json_gives_the_known_answers(tmp_path):
+    env = _known_answer_store(tmp_path)
+    # 3 angry faces classified angry, 1 angry face that looks happy, 2 happy faces right, 1 neutral seen as sad.
+    write_faces(tmp_path / "faces", {
+        "angry": [flat(brightness(0))] * 3 + [flat(brightness(3))],
+        "happy": [flat(brightness(3))] * 2,
+        "neutral": [flat(brightness(4))],
+    })
+    done = emostream("evaluate", "--data", str(tmp_path / "faces"), "--json", "--tta", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)  # exactly one JSON object on stdout
+    assert result["n"] == 7
+    assert result["accuracy"] == pytest.approx(5 / 7)
+    assert result["model_version"].startswith("brightness-")
+    assert result["confusion"][0] == [3, 0, 0, 1, 0, 0, 0]
+    assert result["confusion"][3] == [0, 0, 0, 2, 0, 0, 0]
+    assert result["confusion"][6] == [0, 0, 0, 0, 1, 0, 0]
+    assert result["per_class"]["angry"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7),
+                                            "support": 4}
+    assert result["per_class"]["happy"]["precision"] == pytest.approx(2 / 3)
+    f1s = [6 / 7, 0, 0, 0.8, 0, 0, 0]
+    assert result["macro_f1"] == pytest.approx(sum(f1s) / 7)
+
+
+def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
+    env = _known_answer_store(tmp_path)
+    rows = "".join(f"{label},{' '.join([str(brightness(label))] * 2304)},PrivateTest\n" for label in range(7))
+    (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n" + rows + "3,1 2,Training\n")
+    done = emostream("evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "test", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accuracy"] == 1.0
+    bad = emostream("evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
+    assert bad.returncode == 2 and "fer.csv:9: 2 pixels, expected 2304" in bad.stderr
+    missing = emostream("evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
+    assert missing.returncode == 2 and "no model version 'v0'" in missing.stderr
+
+
+def test_models_cli_promote_refusal_and_rollback(tmp_path):
+    env = _known_answer_store(tmp_path)
+    store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
+    first = store.live_version()
+    worse = Manifest(version=new_version_id("brightness"), architecture="brightness", created_at="now",
+                     metrics={"validation_accuracy": 0.1})
+    store.publish(brightness_model(), worse)
+    refused = emostream("models", "promote", worse.version, env=env)
+    assert refused.returncode == 2 and "below live" in refused.stderr
+    assert emostream("models", "promote", worse.version, "--force", env=env).returncode == 0
+    shown = json.loads(emostream("models", "show", "--json", env=env).stdout)
+    assert shown["version"] == worse.version and shown["live"] is True
+    assert emostream("models", "rollback", env=env).stdout.strip() == f"live: {first}"
+    listing = emostream("models", "list", env=env).stdout
+    assert f"* {first}" in listing and "val_acc=0.1000" in listing

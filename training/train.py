@@ -1,0 +1,289 @@
+"""Training runs: ``model.fit`` with checkpoints, resume, early stopping and run artifacts.
+
+A run directory holds everything a run produces and everything needed to resume it:
+
+    config.json     the exact configuration and the datasets' fingerprints
+    backup/         Keras BackupAndRestore state (model, optimizer, epoch)
+    best.keras      the checkpoint with the best validation accuracy
+    history.csv     one row per epoch, appended across resumes
+    history.png     loss and accuracy, train vs validation
+    confusion.png   normalised confusion matrix of best.keras on validation
+    report.txt      per-class precision / recall / F1
+    metrics.json    validation metrics (single crop and flip TTA), timing, hardware
+"""
+
+import csv
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emostream.labels import EMOTIONS
+from training import architectures, reports
+from training.data import FaceSet, load
+from training.evaluation import evaluate
+from training.pipeline import Augmentation, evaluation_dataset, training_dataset
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "plateau", "constant")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved verbatim as ``config.json``."""
+
+    data: str
+    run_dir: str
+    val_data: str | None = None
+    architecture: str = "emonet"
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    warmup_epochs: int = 2
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    class_weights: bool = False
+    patience: int = 12
+    seed: int = 1
+    limit: int | None = None
+    """Use at most this many images per split (smoke tests, quick retrains)."""
+    extra_train: list[str] = field(default_factory=list)
+    """More ``<class>/`` folders appended to the training split (e.g. user feedback)."""
+    init_from: str | None = None
+    """A ``.keras`` file of the same architecture to start from (fine-tuning)."""
+    skip_bad: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["augmentation"] = Augmentation(**values.get("augmentation", {}))
+        return cls(**values)
+
+    def validate(self) -> None:
+        if self.architecture not in architectures.ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {self.architecture!r}; choose from {sorted(architectures.ARCHITECTURES)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("epochs, batch size and learning rate must be positive")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    metrics: dict
+
+
+def _subset(faces: FaceSet, limit: int | None, seed: int) -> FaceSet:
+    if limit is None or len(faces) <= limit:
+        return faces
+    keep = np.sort(np.random.default_rng(seed).permutation(len(faces))[:limit])
+    return FaceSet(
+        faces.images[keep], faces.labels[keep], faces.fingerprint + f"[:{limit}@{seed}]", faces.source, faces.skipped
+    )
+
+
+def _concat(base: FaceSet, extra: list[FaceSet]) -> FaceSet:
+    if not extra:
+        return base
+    return FaceSet(
+        np.concatenate([base.images] + [e.images for e in extra]),
+        np.concatenate([base.labels] + [e.labels for e in extra]),
+        "+".join([base.fingerprint] + [e.fingerprint for e in extra]),
+        "+".join([base.source] + [e.source for e in extra]),
+        base.skipped + [s for e in extra for s in e.skipped],
+    )
+
+
+def load_splits(config: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    """The training (plus any extra folders) and validation sets of a config."""
+    train = load(config.data, "train", skip_bad=config.skip_bad)
+    train = _concat(train, [load(extra, "train", skip_bad=config.skip_bad) for extra in config.extra_train])
+    val = load(config.val_data or config.data, "validation", skip_bad=config.skip_bad)
+    return _subset(train, config.limit, config.seed), _subset(val, config.limit, config.seed)
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.schedule == "cosine":
+        warmup = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
+            decay_steps=max(1, config.epochs * steps_per_epoch - warmup),
+            alpha=0.01,
+            warmup_target=config.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None)
+
+
+def _class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights, square-rooted so `disgust` helps without dominating."""
+    counts = np.maximum(np.bincount(labels, minlength=len(EMOTIONS)), 1)
+    weights = np.sqrt(counts.sum() / (len(EMOTIONS) * counts))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as columns, the last row of each epoch winning (resumes rewrite epochs)."""
+    if not path.exists():
+        return {}
+    rows: dict[int, dict[str, str]] = {}
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            rows[int(row["epoch"])] = row
+    ordered = [rows[e] for e in sorted(rows)]
+    keys = [k for k in (ordered[0] if ordered else {}) if k != "epoch"]
+    return {k: [float(r[k]) for r in ordered] for k in keys}
+
+
+def _prepare_run_dir(config: TrainConfig) -> Path:
+    run_dir = Path(config.run_dir).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous != config.to_json():
+            raise ValueError(
+                f"{run_dir} holds a run with a different configuration; resume it with "
+                "`emostream train --resume` or choose another --run-dir"
+            )
+        log.info("resuming run in %s", run_dir)
+    else:
+        saved.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    return run_dir
+
+
+def _hardware() -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "gpus": [g.name for g in gpus],
+        "tensorflow": tf.__version__,
+    }
+
+
+def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult:
+    """Train (or resume) the run described by ``config`` and write every artifact."""
+    config.validate()
+    run_dir = _prepare_run_dir(config)
+    keras.utils.set_random_seed(config.seed)
+    if tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    train_set, val_set = load_splits(config)
+    log.info("train %d faces %s, validation %d faces", len(train_set), train_set.class_counts(), len(val_set))
+    (run_dir / "datasets.json").write_text(
+        json.dumps(
+            {
+                "train": {
+                    "source": train_set.source,
+                    "fingerprint": train_set.fingerprint,
+                    "n": len(train_set),
+                    "skipped": train_set.skipped,
+                },
+                "validation": {
+                    "source": val_set.source,
+                    "fingerprint": val_set.fingerprint,
+                    "n": len(val_set),
+                    "skipped": val_set.skipped,
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+    batch_size = min(config.batch_size, len(train_set))
+    steps = len(train_set) // batch_size
+    model = architectures.build(config.architecture)
+    if config.init_from:
+        model.set_weights(keras.models.load_model(config.init_from, compile=False).get_weights())
+    model.compile(
+        optimizer=_optimizer(config, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    history_path, best_path = run_dir / "history.csv", run_dir / "best.keras"
+    previous = read_history(history_path).get("val_accuracy", [])
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(best_path),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=max(previous) if previous else None,
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+    ]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=2, min_lr=1e-5))
+    if on_epoch:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+            )
+        )
+
+    started = time.monotonic()
+    model.fit(
+        training_dataset(train_set.images, train_set.labels, batch_size, config.augmentation, config.seed),
+        validation_data=evaluation_dataset(val_set.images, val_set.labels, 256),
+        epochs=config.epochs,
+        class_weight=_class_weights(train_set.labels) if config.class_weights else None,
+        callbacks=callbacks,
+        verbose=1 if log.isEnabledFor(logging.INFO) else 2,
+    )
+    seconds = time.monotonic() - started
+    return TrainResult(run_dir, best_path, write_artifacts(run_dir, val_set, seconds))
+
+
+def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
+    """Evaluate best.keras on validation and write plots, report and metrics.json."""
+    model = keras.models.load_model(run_dir / "best.keras", compile=False)
+    single = evaluate(model, val_set.images, val_set.labels)
+    tta = evaluate(model, val_set.images, val_set.labels, tta=True)
+    history = read_history(run_dir / "history.csv")
+    val_acc = history.get("val_accuracy", [])
+    metrics = {
+        "validation": single,
+        "validation_tta": tta,
+        "epochs_run": len(val_acc),
+        "best_epoch": int(np.argmax(val_acc)) + 1 if val_acc else None,
+        "train_seconds_this_session": round(seconds, 1),
+        "parameters": int(model.count_params()),
+        "hardware": _hardware(),
+    }
+    reports.plot_history(history, run_dir / "history.png")
+    reports.plot_confusion(single["confusion"], run_dir / "confusion.png")
+    (run_dir / "report.txt").write_text(reports.classification_report(single))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
