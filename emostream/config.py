@@ -1,9 +1,15 @@
-"""One typed configuration object, built from ``EMOSTREAM_*`` variables and flags, passed down."""
+"""One typed configuration object, built from ``EMOSTREAM_*`` variables and flags, passed down.
 
+Nothing below this module reads the environment: processes build a :class:`Settings` once
+(``Settings.from_env().replace(**flags)``) and hand it to the parts they start.
+"""
+
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def _data_home(env: Mapping[str, str]) -> Path:
@@ -12,21 +18,102 @@ def _data_home(env: Mapping[str, str]) -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Process-wide settings; every field has an ``EMOSTREAM_<FIELD>`` variable."""
+    """Process-wide settings. Each field ``name`` is read from ``EMOSTREAM_<NAME>``,
+    except ``redis_url`` which is the conventional ``REDIS_URL``."""
 
-    model_store_root: Path
-    runs_dir: Path
+    model_store_root: Path = field(default_factory=lambda: _data_home(os.environ) / "models")
+    runs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "emostream" / "runs")
+    redis_url: str | None = None
+    """None: `up` and `ingest` start a private redis-server."""
+    key_prefix: str = "emostream"
+    # gateway / ingest: what goes on the wire
+    host: str = "127.0.0.1"
+    port: int = 8080
+    sample_fps: float = 10.0
+    """Frames sampled per second per stream."""
+    frame_width: int = 640
+    """Frames wider than this are downscaled before they are queued."""
+    encoding: str = "jpeg"
+    jpeg_quality: int = 80
+    frames_maxlen: int = 2000
+    """Approximate cap on the frames stream (XADD MAXLEN ~)."""
+    result_max_age: float = 1.0
+    """Seconds a result stays drawn on the returned video."""
+    ice_servers: str = ""
+    """Comma-separated STUN/TURN URLs for the browser and the gateway."""
+    # workers
+    workers: int = 0
+    """Worker processes `up` starts; 0 picks as many as fit the cores."""
+    max_frame_age: float = 0.5
+    """Latency budget: a frame older than this (capture to dequeue) is dropped unprocessed."""
+    batch_frames: int = 16
+    """Most frames one worker takes per read (XREADGROUP COUNT)."""
+    batch_wait_ms: int = 5
+    """How long a worker waits for a batch to fill once it has one frame."""
+    detector: str = "haar"
+    detect_width: int = 320
+    """Faces are detected on the frame downscaled to this width; boxes are mapped back."""
+    metrics_port: int = 0
+    """Port of a worker's /metrics, /healthz and /readyz (0: any free port)."""
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        return cls(
-            model_store_root=Path(env.get("EMOSTREAM_MODEL_STORE") or _data_home(env) / "models").expanduser(),
-            runs_dir=Path(env.get("EMOSTREAM_RUNS") or Path.home() / ".cache" / "emostream" / "runs").expanduser(),
-        )
+        values: dict[str, Any] = {
+            "model_store_root": Path(env.get("EMOSTREAM_MODEL_STORE") or _data_home(env) / "models").expanduser(),
+            "runs_dir": Path(env.get("EMOSTREAM_RUNS") or Path.home() / ".cache" / "emostream" / "runs").expanduser(),
+            "redis_url": env.get("REDIS_URL") or None,
+        }
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"EMOSTREAM_{f.name.upper()}")
+            if f.name in values or raw is None:
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` (flags) applied; ``None`` values are ignored."""
+        settings = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.encoding not in ("jpeg", "gray"):
+            raise ValueError(f"encoding must be jpeg or gray, not {self.encoding!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be within 1..100")
+        if self.sample_fps <= 0 or self.max_frame_age <= 0 or self.result_max_age <= 0:
+            raise ValueError("sample_fps, max_frame_age and result_max_age must be positive")
+        if self.frame_width < 32 or self.detect_width < 32:
+            raise ValueError("frame_width and detect_width must be at least 32 pixels")
+        if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0:
+            raise ValueError("batch_frames must be >= 1, batch_wait_ms and workers >= 0")
+
+    @property
+    def keys(self):
+        from ingest.keys import Keys
+
+        return Keys(self.key_prefix)
 
     def model_store(self):
         """The model store at ``model_store_root``, seeded with the bundled model when empty."""
         from model_store.store import ModelStore
 
         return ModelStore.open_default(self.model_store_root)
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind in ("int", "<class 'int'>"):
+            return int(raw)
+        if kind in ("float", "<class 'float'>"):
+            return float(raw)
+        if "Path" in kind:
+            return Path(raw).expanduser()
+    except ValueError:
+        raise ValueError(f"EMOSTREAM_{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -17,8 +17,15 @@ def test_folder_loads_any_format_and_size_as_48x48_gray(tmp_path):
     cv2.imwrite(str(tmp_path / "fear" / "d.bmp"), flat(40, 24))
     faces = load_folder(tmp_path)
     assert faces.images.shape == (5, 48, 48) and faces.images.dtype == np.uint8
-    assert faces.class_counts() == {"angry": 1, "disgust": 0, "fear": 1, "happy": 2, "sad": 1, "surprise": 0,
-                                    "neutral": 0}
+    assert faces.class_counts() == {
+        "angry": 1,
+        "disgust": 0,
+        "fear": 1,
+        "happy": 2,
+        "sad": 1,
+        "surprise": 0,
+        "neutral": 0,
+    }
     assert list(faces.labels) == [0, 2, 3, 3, 4]
     red_as_gray = round(0.299 * 200)
     assert abs(int(faces.images[0].mean()) - red_as_gray) <= 2
@@ -67,8 +74,15 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
 
 
 def test_csv_selects_usage_and_keeps_label_order(tmp_path):
-    csv = write_csv(tmp_path / "fer.csv", [("3", pixels(5), "Training"), ("6", pixels(7), "PublicTest"),
-                                           ("0", pixels(9), "Training"), ("1", pixels(11), "PrivateTest")])
+    csv = write_csv(
+        tmp_path / "fer.csv",
+        [
+            ("3", pixels(5), "Training"),
+            ("6", pixels(7), "PublicTest"),
+            ("0", pixels(9), "Training"),
+            ("1", pixels(11), "PrivateTest"),
+        ],
+    )
     train = load_csv(csv, "train")
     assert list(train.labels) == [3, 0] and train.images[1].mean() == 9
     assert list(load_csv(csv, "PublicTest").labels) == [6]

@@ -26,8 +26,13 @@ from model_store.store import BUNDLED, new_version_id
 
 
 def publish(store: ModelStore, accuracy: float, **fields) -> str:
-    manifest = Manifest(version=new_version_id("brightness"), architecture="brightness",
-                        created_at="2026-11-24T00:00:00+00:00", metrics={"validation_accuracy": accuracy}, **fields)
+    manifest = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="2026-11-24T00:00:00+00:00",
+        metrics={"validation_accuracy": accuracy},
+        **fields,
+    )
     return store.publish(brightness_model(), manifest).version
 
 

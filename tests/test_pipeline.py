@@ -41,8 +41,9 @@ def test_geometric_augmentation_changes_faces_within_range():
 
 def test_erasing_replaces_a_rectangle():
     x = tf.fill((4, 48, 48, 1), 100.0)
-    out = augment(x, tf.one_hot([0, 1, 2, 3], 7), Augmentation(flip=False, shift=0, rotation=0, zoom=0,
-                                                                erasing=1.0))[0].numpy()
+    out = augment(x, tf.one_hot([0, 1, 2, 3], 7), Augmentation(flip=False, shift=0, rotation=0, zoom=0, erasing=1.0))[
+        0
+    ].numpy()
     changed = (np.abs(out - 100) > 1e-3).reshape(4, -1).mean(axis=1)
     assert np.all(changed > 0.01) and np.all(changed < 0.4)
 

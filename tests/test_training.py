@@ -15,8 +15,16 @@ from model_store.store import new_version_id
 from training.pipeline import Augmentation
 from training.train import TrainConfig, train
 
-ARTIFACTS = ("config.json", "datasets.json", "best.keras", "history.csv", "history.png", "confusion.png",
-             "report.txt", "metrics.json")
+ARTIFACTS = (
+    "config.json",
+    "datasets.json",
+    "best.keras",
+    "history.csv",
+    "history.png",
+    "confusion.png",
+    "report.txt",
+    "metrics.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +36,25 @@ def fer_subset(tmp_path_factory):
 
 
 def emostream(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emostream.cli", *args], cwd=REPO, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "emostream.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_interrupted_run_resumes_where_it_stopped(fer_subset, tmp_path):
-    config = TrainConfig(data=str(fer_subset), run_dir=str(tmp_path / "run"), epochs=3, batch_size=64,
-                         augmentation=Augmentation(erasing=0.2), patience=10)
+    config = TrainConfig(
+        data=str(fer_subset),
+        run_dir=str(tmp_path / "run"),
+        epochs=3,
+        batch_size=64,
+        augmentation=Augmentation(erasing=0.2),
+        patience=10,
+    )
 
     def crash_after_first_epoch(epoch: int, logs: dict) -> None:
         if epoch == 1:
@@ -59,8 +79,23 @@ def test_interrupted_run_resumes_where_it_stopped(fer_subset, tmp_path):
 def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_path):
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
     run_dir = tmp_path / "run"
-    done = emostream("train", "--data", str(fer_subset), "--arch", "emonet", "--epochs", "2", "--batch-size", "64",
-                     "--run-dir", str(run_dir), "--publish", "--promote", "--force", env=env)
+    done = emostream(
+        "train",
+        "--data",
+        str(fer_subset),
+        "--arch",
+        "emonet",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--run-dir",
+        str(run_dir),
+        "--publish",
+        "--promote",
+        "--force",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "validation accuracy" in done.stdout
     for name in ARTIFACTS:
@@ -92,8 +127,12 @@ def test_cli_reports_bad_data_clearly(tmp_path):
 
 def _known_answer_store(tmp_path) -> dict[str, str]:
     store = ModelStore(tmp_path / "store")
-    manifest = Manifest(version=new_version_id("brightness"), architecture="brightness", created_at="now",
-                        metrics={"validation_accuracy": 0.5})
+    manifest = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": 0.5},
+    )
     store.publish(brightness_model(), manifest)
     store.promote(manifest.version)
     return {"EMOSTREAM_MODEL_STORE": str(store.root)}
@@ -102,11 +141,14 @@ def _known_answer_store(tmp_path) -> dict[str, str]:
 def test_evaluate_json_gives_the_known_answers(tmp_path):
     env = _known_answer_store(tmp_path)
     # 3 angry faces classified angry, 1 angry face that looks happy, 2 happy faces right, 1 neutral seen as sad.
-    write_faces(tmp_path / "faces", {
-        "angry": [flat(brightness(0))] * 3 + [flat(brightness(3))],
-        "happy": [flat(brightness(3))] * 2,
-        "neutral": [flat(brightness(4))],
-    })
+    write_faces(
+        tmp_path / "faces",
+        {
+            "angry": [flat(brightness(0))] * 3 + [flat(brightness(3))],
+            "happy": [flat(brightness(3))] * 2,
+            "neutral": [flat(brightness(4))],
+        },
+    )
     done = emostream("evaluate", "--data", str(tmp_path / "faces"), "--json", "--tta", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # exactly one JSON object on stdout
@@ -116,8 +158,7 @@ def test_evaluate_json_gives_the_known_answers(tmp_path):
     assert result["confusion"][0] == [3, 0, 0, 1, 0, 0, 0]
     assert result["confusion"][3] == [0, 0, 0, 2, 0, 0, 0]
     assert result["confusion"][6] == [0, 0, 0, 0, 1, 0, 0]
-    assert result["per_class"]["angry"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7),
-                                            "support": 4}
+    assert result["per_class"]["angry"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7), "support": 4}
     assert result["per_class"]["happy"]["precision"] == pytest.approx(2 / 3)
     f1s = [6 / 7, 0, 0, 0.8, 0, 0, 0]
     assert result["macro_f1"] == pytest.approx(sum(f1s) / 7)
@@ -140,8 +181,12 @@ def test_models_cli_promote_refusal_and_rollback(tmp_path):
     env = _known_answer_store(tmp_path)
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     first = store.live_version()
-    worse = Manifest(version=new_version_id("brightness"), architecture="brightness", created_at="now",
-                     metrics={"validation_accuracy": 0.1})
+    worse = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": 0.1},
+    )
     store.publish(brightness_model(), worse)
     refused = emostream("models", "promote", worse.version, env=env)
     assert refused.returncode == 2 and "below live" in refused.stderr

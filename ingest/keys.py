@@ -1,0 +1,31 @@
+"""Every Redis key and channel name emostream uses, in one place."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix, so several deployments can share a Redis."""
+
+    prefix: str = "emostream"
+
+    @property
+    def frames(self) -> str:
+        """The stream of frames to classify, read by workers through :attr:`group`."""
+        return f"{self.prefix}:frames"
+
+    group: str = "workers"
+
+    def results(self, consumer: str) -> str:
+        """The reply stream of one frame producer (a gateway or an ingest run)."""
+        return f"{self.prefix}:results:{consumer}"
+
+    @property
+    def model_channel(self) -> str:
+        """Pub/sub channel announcing a newly promoted model version."""
+        return f"{self.prefix}:model"
+
+    @property
+    def workers(self) -> str:
+        """Hash of live processes' metrics endpoints, refreshed by heartbeats."""
+        return f"{self.prefix}:workers"

@@ -1,0 +1,199 @@
+"""The wire format of frames and results in Redis: the one module every producer and consumer imports.
+
+A frame is one entry of the frames stream (see :mod:`ingest.keys`); its fields are::
+
+    v       wire version (WIRE_VERSION)
+    stream  the camera stream's id
+    seq     frame index in its stream (0-based)
+    ts      capture time, seconds since the epoch (float)
+    scale   source pixels per frame pixel (the frame may be downscaled before sending)
+    enc     "jpeg" (grayscale JPEG) or "gray" (raw 8-bit grayscale, row-major)
+    w, h    frame size in pixels
+    reply   the results stream the worker answers on
+    data    the encoded pixels
+
+A result is one entry of a reply stream with fields ``v`` and ``json``; the JSON object is
+exactly one line of ``emostream ingest --out``::
+
+    {"stream", "seq", "ts", "model_version", "faces": [{"box": [x, y, w, h], "label", "score",
+     "scores": {class: p}}], "worker", "timings": {"detect_s", "classify_s", "queue_s"}}
+
+with boxes in source-frame pixels.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+import cv2
+import numpy as np
+
+from emostream.labels import EMOTIONS
+
+WIRE_VERSION = 1
+MAX_SIDE = 4096
+"""Largest frame side accepted on the wire."""
+
+
+class WireError(ValueError):
+    """A frame or result entry that cannot be decoded."""
+
+
+class Encoding(StrEnum):
+    JPEG = "jpeg"
+    GRAY = "gray"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One grayscale frame of one stream, as workers receive it."""
+
+    stream: str
+    seq: int
+    ts: float
+    image: np.ndarray
+    reply: str
+    scale: float = 1.0
+
+    def encode(self, encoding: Encoding = Encoding.JPEG, quality: int = 85) -> dict[str, bytes | str]:
+        """Redis stream fields for this frame (CPU work: run it off the event loop)."""
+        image = self.image
+        if image.ndim != 2 or image.dtype != np.uint8:
+            raise WireError(f"frames are 2-D uint8 grayscale, got {image.dtype} {image.shape}")
+        if encoding is Encoding.JPEG:
+            ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise WireError("JPEG encoding failed")
+            data = buffer.tobytes()
+        else:
+            data = np.ascontiguousarray(image).tobytes()
+        return {
+            "v": str(WIRE_VERSION),
+            "stream": self.stream,
+            "seq": str(self.seq),
+            "ts": repr(self.ts),
+            "scale": repr(self.scale),
+            "enc": encoding.value,
+            "w": str(image.shape[1]),
+            "h": str(image.shape[0]),
+            "reply": self.reply,
+            "data": data,
+        }
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> "Frame":
+        """Parse and validate a frames-stream entry; raises :class:`WireError` naming the problem."""
+        get = _getter(fields)
+        if get("v") != str(WIRE_VERSION):
+            raise WireError(f"unsupported wire version {get('v')!r} (this side speaks {WIRE_VERSION})")
+        width, height = _int(get("w"), "w"), _int(get("h"), "h")
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+            raise WireError(f"frame size {width}x{height} outside 1..{MAX_SIDE}")
+        data = fields.get(b"data", b"")
+        encoding = get("enc")
+        if encoding == Encoding.JPEG:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+            if image is None:
+                raise WireError("JPEG data does not decode")
+            if image.shape != (height, width):
+                raise WireError(f"JPEG is {image.shape[1]}x{image.shape[0]}, header says {width}x{height}")
+        elif encoding == Encoding.GRAY:
+            if len(data) != width * height:
+                raise WireError(f"raw frame has {len(data)} bytes, expected {width * height}")
+            image = np.frombuffer(data, np.uint8).reshape(height, width)
+        else:
+            raise WireError(f"unknown encoding {encoding!r}")
+        scale = _float(get("scale"), "scale")
+        if not scale > 0:
+            raise WireError(f"scale must be positive, got {scale}")
+        return cls(get("stream"), _int(get("seq"), "seq"), _float(get("ts"), "ts"), image, get("reply"), scale)
+
+
+@dataclass
+class Face:
+    """One labelled face; ``box`` is ``[x, y, w, h]`` in source-frame pixels."""
+
+    box: list[int]
+    label: str
+    score: float
+    scores: dict[str, float]
+
+    @classmethod
+    def from_scores(cls, box: list[int], probabilities: np.ndarray) -> "Face":
+        best = int(np.argmax(probabilities))
+        scores = {name: round(float(p), 4) for name, p in zip(EMOTIONS, probabilities, strict=True)}
+        return cls([int(v) for v in box], EMOTIONS[best], scores[EMOTIONS[best]], scores)
+
+
+@dataclass
+class Result:
+    """The labels of one frame."""
+
+    stream: str
+    seq: int
+    ts: float
+    model_version: str
+    faces: list[Face] = field(default_factory=list)
+    worker: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def encode(self) -> dict[str, str]:
+        return {"v": str(WIRE_VERSION), "json": json.dumps(self.to_json(), separators=(",", ":"))}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "Result":
+        try:
+            faces = [Face(**face) for face in raw.get("faces", [])]
+            return cls(
+                raw["stream"],
+                int(raw["seq"]),
+                float(raw["ts"]),
+                raw["model_version"],
+                faces,
+                raw.get("worker", ""),
+                raw.get("timings", {}),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise WireError(f"malformed result: {err}") from err
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> "Result":
+        get = _getter(fields)
+        if get("v") != str(WIRE_VERSION):
+            raise WireError(f"unsupported wire version {get('v')!r} (this side speaks {WIRE_VERSION})")
+        try:
+            raw = json.loads(get("json"))
+        except json.JSONDecodeError as err:
+            raise WireError(f"result is not JSON: {err}") from err
+        return cls.from_json(raw)
+
+
+def _getter(fields: dict[bytes, bytes]):
+    def get(name: str) -> str:
+        value = fields.get(name.encode(), fields.get(name))  # type: ignore[call-overload]
+        if value is None:
+            raise WireError(f"missing field {name!r}")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return get
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise WireError(f"field {name!r} is not an integer: {text!r}") from None
+
+
+def _float(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise WireError(f"field {name!r} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise WireError(f"field {name!r} is not finite")
+    return value
