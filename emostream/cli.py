@@ -10,6 +10,7 @@ from pathlib import Path
 
 from emostream.config import Settings
 from model_store.errors import ModelStoreError
+from workers.command import add_parser as add_workers
 
 DEFAULT_DATA = "../shared/datasets/fer2013"
 
@@ -163,6 +164,11 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({**manifest.to_json(), "live": manifest.version == live}))
         else:
             print(json.dumps(manifest.to_json(), indent=2))
+    elif args.action == "publish":
+        from model_store.publish import publish_run
+
+        manifest = publish_run(store, args.run_dir, promote=args.promote, force=args.force)
+        print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
     elif args.action == "promote":
         store.promote(args.version, force=args.force, reason="cli")
         print(f"live: {args.version}")
@@ -183,7 +189,43 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if less accurate than live")
     actions.add_parser("rollback", help="make the previously live version live again")
+    publish = actions.add_parser("publish", help="publish a training run's best model")
+    publish.add_argument("run_dir", help="run directory of `emostream train` (finished or not)")
+    publish.add_argument("--promote", action="store_true", help="make it the live version")
+    publish.add_argument("--force", action="store_true", help="promote even if less accurate than live")
     p.set_defaults(func=_cmd_models)
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from emostream.stack import EmbeddedStack
+
+    settings = settings.replace(host=args.host, port=args.port)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    with EmbeddedStack(settings, workers=args.workers or 0, gateway=True) as stack:
+        print(
+            f"emostream is up: open http://{settings.host}:{settings.port}/  (Redis {stack.settings.redis_url}, "
+            f"{len(stack.children) - 1} worker(s); Ctrl-C stops)",
+            flush=True,
+        )
+        while not stopping.wait(1.0):
+            dead = stack.dead_children()
+            if dead:
+                print(f"emostream up: error: {', '.join(dead)} exited; stopping", file=sys.stderr)
+                return 1
+    return 0
+
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="run everything on this machine: Redis (unless REDIS_URL), gateway, workers")
+    p.add_argument("--host", help="gateway address (default 127.0.0.1; EMOSTREAM_HOST)")
+    p.add_argument("--port", type=int, help="gateway port (default 8080; EMOSTREAM_PORT)")
+    p.add_argument("--workers", type=int, help="worker processes (default: as many as fit the cores)")
+    p.set_defaults(func=_cmd_up)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_models(sub)
+    add_workers(sub)
+    _add_up(sub)
     return parser
 
 

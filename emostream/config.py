@@ -41,6 +41,10 @@ class Settings:
     """Seconds a result stays drawn on the returned video."""
     ice_servers: str = ""
     """Comma-separated STUN/TURN URLs for the browser and the gateway."""
+    max_streams: int = 32
+    """Camera streams one gateway serves at once; further offers get 503."""
+    stream_idle_timeout: float = 10.0
+    """Seconds a gateway stream may go without a video frame before it is closed (vanished client)."""
     # workers
     workers: int = 0
     """Worker processes `up` starts; 0 picks as many as fit the cores."""
@@ -91,6 +95,18 @@ class Settings:
             raise ValueError("frame_width and detect_width must be at least 32 pixels")
         if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0:
             raise ValueError("batch_frames must be >= 1, batch_wait_ms and workers >= 0")
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes (inverse of from_env)."""
+        env = {
+            f"EMOSTREAM_{f.name.upper()}": str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("model_store_root", "redis_url")
+        }
+        env["EMOSTREAM_MODEL_STORE"] = str(self.model_store_root)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        return env
 
     @property
     def keys(self):

@@ -16,7 +16,8 @@ A result is one entry of a reply stream with fields ``v`` and ``json``; the JSON
 exactly one line of ``emostream ingest --out``::
 
     {"stream", "seq", "ts", "model_version", "faces": [{"box": [x, y, w, h], "label", "score",
-     "scores": {class: p}}], "worker", "timings": {"detect_s", "classify_s", "queue_s"}}
+     "scores": {class: p}}], "worker", "timings": {"detect_s", "classify_s", "queue_s", "batch_faces",
+     "batch_frames"}}
 
 with boxes in source-frame pixels.
 """

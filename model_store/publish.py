@@ -32,6 +32,12 @@ def publish_run(
     """Publish ``run_dir/best.keras`` with the run's config, datasets, metrics and plots."""
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.exists() or metrics_file.stat().st_mtime < (run_dir / "best.keras").stat().st_mtime:
+        # an unfinished run, or one whose checkpoint moved on: score the checkpoint now
+        from training.train import TrainConfig, load_validation, write_artifacts
+
+        write_artifacts(run_dir, load_validation(TrainConfig.from_json(config)), seconds=0.0)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     datasets = json.loads((run_dir / "datasets.json").read_text())
     model = keras.models.load_model(run_dir / "best.keras", compile=False)  # drops optimizer state

@@ -173,6 +173,7 @@ class ModelStore:
             raise ModelStoreError(f"version {manifest.version} already exists")
         self._ensure_dirs()
         staging = Path(tempfile.mkdtemp(prefix=f"{manifest.version}.", dir=self.staging_dir))
+        staging.chmod(0o755)  # mkdtemp makes it private; versions are read by every serving process
         try:
             model.save(staging / MODEL_FILE)
             for name, source in (extra_files or {}).items():

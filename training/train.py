@@ -121,8 +121,13 @@ def load_splits(config: TrainConfig) -> tuple[FaceSet, FaceSet]:
     """The training (plus any extra folders) and validation sets of a config."""
     train = load(config.data, "train", skip_bad=config.skip_bad)
     train = _concat(train, [load(extra, "train", skip_bad=config.skip_bad) for extra in config.extra_train])
+    return _subset(train, config.limit, config.seed), load_validation(config)
+
+
+def load_validation(config: TrainConfig) -> FaceSet:
+    """The validation set of a config (model selection only ever looks at this split)."""
     val = load(config.val_data or config.data, "validation", skip_bad=config.skip_bad)
-    return _subset(train, config.limit, config.seed), _subset(val, config.limit, config.seed)
+    return _subset(val, config.limit, config.seed)
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:

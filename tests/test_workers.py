@@ -1,0 +1,206 @@
+"""Workers: detection, cropping, batched classification, and the Redis loop against a real server."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from clips import iou, make_clip, validation_faces
+from factories import REPO, brightness, brightness_model
+
+from emostream.config import Settings
+from ingest.wire import Frame, Result
+from model_store import Manifest, ModelStore
+from model_store.store import new_version_id
+from workers.analysis import analyse
+from workers.classify import Classifier, LiveModel
+from workers.crop import crop_face
+from workers.detect import HaarDetector
+from workers.worker import Worker
+
+
+def brightness_store(root, accuracy: float = 0.5) -> ModelStore:
+    store = ModelStore(root)
+    manifest = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": accuracy},
+    )
+    store.publish(brightness_model(), manifest)
+    store.promote(manifest.version, force=True)
+    return store
+
+
+@pytest.fixture(scope="module")
+def clip():
+    faces = validation_faces(("happy", "surprise", "neutral"), per_class=4)
+    return make_clip(faces, frames=12, per_frame=2, hold=1)
+
+
+def test_crop_of_a_placed_face_reproduces_the_fer_image():
+    face, _ = validation_faces(("happy",), per_class=1)[0]
+    frame = np.full((480, 640), 90, np.uint8)
+    frame[100:292, 200:392] = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
+    crop = crop_face(frame, (200, 100, 192, 192), scale=1.0)
+    assert crop.shape == (48, 48)
+    assert np.abs(crop.astype(int) - face).mean() < 3
+
+
+def test_crop_at_the_frame_edge_replicates_the_border():
+    frame = np.zeros((100, 100), np.uint8)
+    frame[:, :50] = 200
+    crop = crop_face(frame, (-20, -20, 100, 100), scale=1.0)
+    assert crop.shape == (48, 48)
+    assert crop[0, 0] == 200 and crop[-1, -1] == 0
+
+
+def test_haar_on_a_downscaled_frame_maps_boxes_back(clip):
+    frames, truth = clip
+    found = 0
+    for frame, faces in zip(frames, truth, strict=True):
+        boxes = HaarDetector(detect_width=320).detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+        found += sum(any(iou(b, t.box) > 0.5 for b in boxes) for t in faces)
+    assert found >= 0.6 * sum(len(t) for t in truth)
+
+
+def test_analysis_classifies_all_faces_of_all_frames_in_one_call(clip, tmp_path):
+    frames, _ = clip
+    classifier = Classifier(brightness_store(tmp_path).load())
+    calls = []
+    original = classifier._infer
+    classifier._infer = lambda x: calls.append(len(x)) or original(x)
+    grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames[:4]]
+    analysis = analyse(grays, [2.0] * 4, HaarDetector(320), classifier)
+    assert calls == [analysis.batch_size] and analysis.batch_size == sum(len(f) for f in analysis.faces) > 2
+    direct = HaarDetector(320).detect(grays[0])
+    assert sorted(f.box for f in analysis.faces[0]) == sorted([[2 * v for v in b] for b in direct])
+
+
+def _push(client, keys, frame: Frame) -> None:
+    client.xadd(keys.frames, frame.encode())
+
+
+def _results(client, key: str, count: int, timeout: float = 60.0) -> list[Result]:
+    out, last, deadline = [], "0", time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        reply = client.xread({key: last}, block=500)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append(Result.decode(fields))
+                last = entry_id
+    return out
+
+
+@pytest.fixture
+def worker(redis_server, redis_client, tmp_path):
+    settings = Settings(
+        redis_url=redis_server.url, model_store_root=tmp_path / "store", batch_wait_ms=200, max_frame_age=30.0
+    )
+    brightness_store(settings.model_store_root)
+    worker = Worker(settings, redis_client, HaarDetector(320), LiveModel(settings.model_store()))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    yield worker
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_worker_batches_across_streams_and_answers_each_on_its_reply_stream(worker, redis_client, clip):
+    frames, truth = clip
+    keys = worker.keys
+    worker.settings = worker.settings.replace(batch_frames=8)
+    for seq in range(4):
+        for stream in ("cam-a", "cam-b"):
+            gray = cv2.cvtColor(frames[seq], cv2.COLOR_BGR2GRAY)
+            half = cv2.resize(gray, (320, 240), interpolation=cv2.INTER_AREA)
+            _push(redis_client, keys, Frame(stream, seq, time.time(), half, keys.results(stream), scale=2.0))
+    a, b = _results(redis_client, keys.results("cam-a"), 4), _results(redis_client, keys.results("cam-b"), 4)
+    assert [r.seq for r in a] == [0, 1, 2, 3] and {r.stream for r in a} == {"cam-a"}
+    assert [r.seq for r in b] == [0, 1, 2, 3] and {r.stream for r in b} == {"cam-b"}
+    mixed = [r for r in a + b if r.timings["batch_frames"] == 8]
+    assert mixed, "frames of both streams should share one batch"
+    assert mixed[0].timings["batch_faces"] == sum(len(r.faces) for r in a + b)
+    for result in a:  # boxes are in source pixels (scale 2): they overlap the full-size truth
+        for face in result.faces:
+            assert any(iou(face.box, t.box) > 0.5 for t in truth[result.seq])
+            assert face.label in face.scores and abs(sum(face.scores.values()) - 1) < 1e-3
+    assert redis_client.xlen(keys.frames) == 0
+    assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
+
+
+def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_client):
+    keys = worker.keys
+    face = np.full((96, 96), brightness(5), np.uint8)
+    _push(redis_client, keys, Frame("s", 0, time.time() - 3600, face, keys.results("s")))
+    redis_client.xadd(keys.frames, {"v": "1", "stream": "s", "enc": "jpeg", "data": b"junk"})
+    _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
+    results = _results(redis_client, keys.results("s"), 1)
+    assert [r.seq for r in results] == [1]
+    deadline = time.monotonic() + 10
+    while worker.counts["dropped_malformed"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker.counts["dropped_stale"] == 1 and worker.counts["dropped_malformed"] == 1
+    assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
+    beat = json.loads(redis_client.hget(keys.workers, worker.name))
+    assert beat["model_version"] == results[0].model_version
+
+
+def test_live_model_follows_promotions_and_refuses_corrupt_versions(tmp_path):
+    store = brightness_store(tmp_path)
+    live = LiveModel(store)
+    first = live.classifier.version
+    newer = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": 0.9},
+    )
+    store.publish(brightness_model(), newer)
+    store.promote(newer.version)
+    assert live.refresh(force=True) and live.classifier.version == newer.version
+    broken = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": 0.95},
+    )
+    store.publish(brightness_model(), broken)
+    store.promote(broken.version)
+    (store.path(broken.version) / "model.keras").write_bytes(b"not a model")
+    assert not live.refresh(force=True)
+    assert live.classifier.version == newer.version and broken.version in live.refused
+    assert first != newer.version
+
+
+def test_predict_cli_labels_image_files(clip, tmp_path):
+    frames, truth = clip
+    cv2.imwrite(str(tmp_path / "frame.png"), frames[0])
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    brightness_store(tmp_path / "store")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emostream.cli",
+            "predict",
+            str(tmp_path / "frame.png"),
+            str(tmp_path / "bad.png"),
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert done.returncode == 2 and "bad.png: not a readable image" in done.stderr
+    [report] = json.loads(done.stdout)
+    assert report["image"].endswith("frame.png") and report["faces"]
+    for face in report["faces"]:
+        assert any(iou(face["box"], t.box) > 0.5 for t in truth[0])

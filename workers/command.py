@@ -1,0 +1,105 @@
+"""``emostream worker`` and ``emostream predict``."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from emostream.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.replace(
+        batch_frames=args.batch_frames,
+        batch_wait_ms=args.batch_wait_ms,
+        max_frame_age=args.max_frame_age,
+        detector=args.detector,
+        detect_width=args.detect_width,
+    )
+    if not settings.redis_url:
+        raise ValueError("REDIS_URL is not set: `emostream worker` serves a shared Redis (or use `emostream up`)")
+    run_worker(settings, threads=args.threads)
+    return 0
+
+
+def run_worker(settings: Settings, threads: int = 0, name: str | None = None) -> None:
+    """Serve frames from ``settings.redis_url`` until SIGTERM or SIGINT."""
+    from workers.classify import LiveModel, configure_tensorflow
+
+    configure_tensorflow(threads)
+    import redis
+
+    from workers.detect import make_detector
+    from workers.worker import Worker
+
+    worker = Worker(
+        settings,
+        redis.Redis.from_url(settings.redis_url),
+        make_detector(settings.detector, settings.detect_width),
+        LiveModel(settings.model_store()),
+        name,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    worker.run()
+
+
+def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    import cv2
+
+    from workers.analysis import analyse
+    from workers.classify import Classifier
+    from workers.detect import make_detector
+
+    classifier = Classifier(settings.model_store().load(args.model))
+    detector = make_detector(settings.detector, args.detect_width or settings.detect_width)
+    paths, grays, failed = [], [], 0
+    for path in args.images:
+        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if Path(path).is_file() else None
+        if image is None:
+            print(f"emostream predict: error: {path}: not a readable image", file=sys.stderr)
+            failed += 1
+            continue
+        paths.append(path)
+        grays.append(image)
+    analysis = analyse(grays, [1.0] * len(grays), detector, classifier)
+    report = [
+        {"image": p, "model_version": classifier.version, "faces": [vars(f) for f in faces]}
+        for p, faces in zip(paths, analysis.faces, strict=True)
+    ]
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for entry in report:
+            labels = ", ".join(f"{f['label']} {f['score']:.2f} at {f['box']}" for f in entry["faces"]) or "no face"
+            print(f"{entry['image']}: {labels}")
+    return 2 if failed else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    defaults = Settings()
+    p = sub.add_parser("worker", help="serve frames from REDIS_URL: detect, classify in batches, answer")
+    p.add_argument("--batch-frames", type=int, help=f"frames per read (default {defaults.batch_frames})")
+    p.add_argument("--batch-wait-ms", type=int, help=f"wait to fill a batch (default {defaults.batch_wait_ms})")
+    p.add_argument("--max-frame-age", type=float, help=f"latency budget in s (default {defaults.max_frame_age})")
+    p.add_argument("--detector", help=f"face detector (default {defaults.detector})")
+    p.add_argument("--detect-width", type=int, help=f"detection width (default {defaults.detect_width})")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("EMOSTREAM_THREADS", "0")),
+        help="TensorFlow CPU threads (0: all cores)",
+    )
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("predict", help="label the faces of image files in-process")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", help="model version (default: the live one)")
+    p.add_argument("--detect-width", type=int, help="detection width (default: EMOSTREAM_DETECT_WIDTH)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=_cmd_predict)

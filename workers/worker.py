@@ -1,0 +1,179 @@
+"""The worker loop: read a batch of frames through the consumer group, label them, answer, ack.
+
+One iteration:
+
+1. ``XREADGROUP COUNT batch_frames BLOCK`` on the frames stream; once one frame is in, keep
+   reading for up to ``batch_wait_ms`` to fill the batch across streams.
+2. Decode; a malformed entry is counted and acknowledged (it can never succeed), a frame
+   older than ``max_frame_age`` is dropped unprocessed and counted.
+3. Detect faces in every frame, crop them, classify all faces of the batch in one call.
+4. ``XADD`` each result to its frame's reply stream, then ``XACK`` + ``XDEL`` the batch, so the
+   stream's length is the backlog.
+"""
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from threading import Event
+
+import redis
+
+from emostream.config import Settings
+from ingest.wire import Frame, Result, WireError
+from workers.analysis import analyse
+from workers.classify import LiveModel
+from workers.detect import Detector
+
+log = logging.getLogger(__name__)
+
+REPLY_MAXLEN = 1000
+HEARTBEAT_S = 1.0
+REPLY_TTL_S = 120
+"""A reply stream nobody writes to for this long disappears (its producer is gone)."""
+
+
+@dataclass
+class Batch:
+    ids: list[bytes] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    read_at: float = 0.0
+    waited_s: float = 0.0
+
+
+class Worker:
+    """One consumer of the frames stream; run several on any hosts that reach Redis."""
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis, detector: Detector, model: LiveModel, name: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.keys = settings.keys
+        self.redis = client
+        self.detector = detector
+        self.model = model
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.counts: Counter[str] = Counter()
+        self.stopping = Event()
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (and stream) if needed, from the stream's start."""
+        try:
+            self.redis.xgroup_create(self.keys.frames, self.keys.group, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    def read_batch(self, block_ms: int = 1000) -> Batch:
+        """Up to ``batch_frames`` entries; waits ``block_ms`` for the first, ``batch_wait_ms`` for the rest."""
+        batch = Batch()
+        limit = self.settings.batch_frames
+        first_at: float | None = None
+        deadline = None
+        while len(batch.ids) < limit:
+            if deadline is None:
+                wait_ms = block_ms
+            else:
+                wait_ms = round((deadline - time.monotonic()) * 1000)
+                if wait_ms < 1:
+                    break
+            reply = self.redis.xreadgroup(
+                self.keys.group, self.name, {self.keys.frames: ">"}, count=limit - len(batch.ids), block=wait_ms
+            )
+            entries = reply[0][1] if reply else []
+            if not entries:
+                break
+            if first_at is None:
+                first_at = time.monotonic()
+                deadline = first_at + self.settings.batch_wait_ms / 1000
+            for entry_id, fields in entries:
+                batch.ids.append(entry_id)
+                self._accept(batch, entry_id, fields)
+            if self.settings.batch_wait_ms == 0:
+                break
+        batch.read_at = time.time()
+        batch.waited_s = time.monotonic() - first_at if first_at is not None else 0.0
+        return batch
+
+    def _accept(self, batch: Batch, entry_id: bytes, fields: dict) -> None:
+        try:
+            frame = Frame.decode(fields)
+        except WireError as err:
+            self.counts["dropped_malformed"] += 1
+            log.warning("dropping malformed frame %s: %s", entry_id.decode(), err)
+            return
+        if time.time() - frame.ts > self.settings.max_frame_age:
+            self.counts["dropped_stale"] += 1
+            return
+        batch.frames.append(frame)
+
+    def process(self, batch: Batch) -> list[Result]:
+        """Label the batch's fresh frames, publish their results and acknowledge every entry."""
+        results: list[Result] = []
+        if batch.frames:
+            classifier = self.model.classifier
+            analysis = analyse(
+                [f.image for f in batch.frames], [f.scale for f in batch.frames], self.detector, classifier
+            )
+            timings = {
+                "detect_s": round(analysis.detect_s, 4),
+                "classify_s": round(analysis.classify_s, 4),
+                "batch_faces": analysis.batch_size,
+                "batch_frames": len(batch.frames),
+            }
+            for frame, faces in zip(batch.frames, analysis.faces, strict=True):
+                results.append(
+                    Result(
+                        frame.stream,
+                        frame.seq,
+                        frame.ts,
+                        classifier.version,
+                        faces,
+                        self.name,
+                        {**timings, "queue_s": round(batch.read_at - frame.ts, 4)},
+                    )
+                )
+            self.counts["faces_classified"] += analysis.batch_size
+        pipe = self.redis.pipeline(transaction=False)
+        for frame, result in zip(batch.frames, results, strict=True):
+            pipe.xadd(frame.reply, result.encode(), maxlen=REPLY_MAXLEN, approximate=True)
+            pipe.expire(frame.reply, REPLY_TTL_S)
+        if batch.ids:
+            pipe.xack(self.keys.frames, self.keys.group, *batch.ids)
+            pipe.xdel(self.keys.frames, *batch.ids)
+        pipe.execute()
+        self.counts["frames_processed"] += len(results)
+        self.counts["results_published"] += len(results)
+        return results
+
+    def heartbeat(self) -> None:
+        """Register this worker (and its model version) in the workers hash; readers ignore stale entries."""
+        beat = {
+            "name": self.name,
+            "ts": time.time(),
+            "model_version": self.model.classifier.version,
+            "counts": dict(self.counts),
+        }
+        self.redis.hset(self.keys.workers, self.name, json.dumps(beat))
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`; the batch in hand is finished and acknowledged first."""
+        self.ensure_group()
+        log.info("worker %s serving model %s", self.name, self.model.classifier.version)
+        last_beat = 0.0
+        while not self.stopping.is_set():
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                self.model.refresh()
+                self.heartbeat()
+                last_beat = time.monotonic()
+            batch = self.read_batch()
+            if batch.ids:
+                self.process(batch)
+        self.redis.hdel(self.keys.workers, self.name)
+        log.info("worker %s stopped: %s", self.name, dict(self.counts))
+
+    def stop(self) -> None:
+        self.stopping.set()
