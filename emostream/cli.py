@@ -2,13 +2,15 @@
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from emostream import logs
 from emostream.config import Settings
+from gateway.command import add_parser as add_gateway
+from ingest.command import add_parser as add_ingest
 from model_store.errors import ModelStoreError
 from workers.command import add_parser as add_workers
 
@@ -231,22 +233,28 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emostream", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("EMOSTREAM_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("text", "json"), help="default: EMOSTREAM_LOG_FORMAT or text")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_evaluate(sub)
     _add_models(sub)
     add_workers(sub)
+    add_ingest(sub)
+    add_gateway(sub)
     _add_up(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     try:
-        return args.func(args, Settings.from_env())
+        settings = Settings.from_env()
+    except ValueError as err:
+        print(f"emostream: error: {err}", file=sys.stderr)
+        return 2
+    logs.setup(args.log_level, args.log_format or settings.log_format)
+    try:
+        return args.func(args, settings)
     except (ValueError, OSError, LookupError, ModelStoreError) as err:
         print(f"emostream {args.command}: error: {err}", file=sys.stderr)
         return 2

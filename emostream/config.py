@@ -41,6 +41,15 @@ class Settings:
     """Seconds a result stays drawn on the returned video."""
     ice_servers: str = ""
     """Comma-separated STUN/TURN URLs for the browser and the gateway."""
+    # ingest
+    inflight_frames: int = 0
+    """Most frames one ingest run has queued or in work at once; 0: two worker batches (2 x batch_frames)."""
+    resend_after: float = 3.0
+    """Seconds an ingest run waits for a frame's result before sending it again (file) or dropping it (live)."""
+    stall_timeout: float = 60.0
+    """An ingest run fails when no result comes back for this long while frames are in flight."""
+    source_timeout: float = 10.0
+    """Seconds to open, or to read a frame from, a network camera before it counts as lost."""
     max_streams: int = 32
     """Camera streams one gateway serves at once; further offers get 503."""
     stream_idle_timeout: float = 10.0

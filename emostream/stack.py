@@ -37,7 +37,7 @@ class EmbeddedStack:
     workers: int = 0
     gateway: bool = False
     ready_timeout: float = 120.0
-    redis: RedisServer | None = None
+    redis_server: RedisServer | None = None
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __enter__(self) -> "EmbeddedStack":
@@ -53,9 +53,9 @@ class EmbeddedStack:
 
     def start(self) -> None:
         if not self.settings.redis_url:
-            self.redis = RedisServer().start()
-            self.settings = self.settings.replace(redis_url=self.redis.url)
-            log.info("started private redis-server at %s", self.redis.url)
+            self.redis_server = RedisServer().start()
+            self.settings = self.settings.replace(redis_url=self.redis_server.url)
+            log.info("started private redis-server at %s", self.redis_server.url)
         count, threads = default_worker_count()
         count = self.workers or self.settings.workers or count
         for index in range(count):
@@ -104,6 +104,6 @@ class EmbeddedStack:
                 child.kill()
                 child.wait()
         self.children.clear()
-        if self.redis:
-            self.redis.stop()
-            self.redis = None
+        if self.redis_server:
+            self.redis_server.stop()
+            self.redis_server = None

@@ -53,9 +53,7 @@ class LabelledTrack(MediaStreamTrack):
         if age > self.max_age:
             return frame
         scale = frame.width / self._source_width
-        return await asyncio.to_thread(
-            render, frame, self._reformatter, result.faces, scale, age > self.max_age / 2
-        )
+        return await asyncio.to_thread(render, frame, self._reformatter, result.faces, scale, age > self.max_age / 2)
 
     def stop(self) -> None:
         super().stop()

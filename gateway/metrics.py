@@ -17,7 +17,7 @@ class Metrics:
         )
         self.results = Counter(
             "emostream_gateway_results",
-            "Results read from the reply stream by outcome: delivered, unknown_stream, malformed, channel_closed",
+            "Results read from the reply stream by outcome: delivered, unknown_stream, malformed, undeliverable",
             ["outcome"],
             registry=self.registry,
         )

@@ -28,7 +28,7 @@ def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale
     ``scale`` maps the boxes' source pixels to this frame's pixels (the sender may change resolution).
     """
     height, width = frame_bgr.shape[:2]
-    thickness = max(2, round(width / 320))
+    thickness = max(2, round(width / 200))
     font_scale = max(0.4, width / 1280)
     for face in faces:
         x, y, w, h = (round(v * scale) for v in face.box)

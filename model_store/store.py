@@ -88,9 +88,12 @@ class ModelStore:
         """Open ``root``; an empty store receives the bundled versions and their live pointer."""
         store = cls(root)
         if store.live_version() is None and not store.versions() and (bundled / "LIVE").exists():
-            for version_dir in sorted((bundled / "versions").iterdir()):
-                store.import_version(version_dir)
-            store.promote((bundled / "LIVE").read_text().strip(), force=True, reason="bundled default")
+            with store._locked():  # several processes may open a new store at once: one seeds it
+                if store.live_version() is None and not store.versions():
+                    for version_dir in sorted((bundled / "versions").iterdir()):
+                        store.import_version(version_dir)
+                    version = (bundled / "LIVE").read_text().strip()
+                    store._promote_locked(store.verify(version), force=True, reason="bundled default")
         return store
 
     # --- reading -------------------------------------------------------------------
@@ -240,19 +243,22 @@ class ModelStore:
         """Make ``version`` live; refused if its validation accuracy is below the live one's."""
         manifest = self.verify(version)
         with self._locked():
-            live = self.live_version()
-            if live and live != version and not force:
-                current = self.manifest(live).validation_accuracy or 0.0
-                candidate = manifest.validation_accuracy or 0.0
-                if candidate < current:
-                    raise PromotionRefused(
-                        f"{version} has validation accuracy {candidate:.4f}, below live {live} ({current:.4f}); "
-                        "use --force to promote anyway"
-                    )
-            history = self._history()
-            history["stack"].append(version)
-            self._set_live(version, history, "promote", reason)
+            self._promote_locked(manifest, force=force, reason=reason)
         return manifest
+
+    def _promote_locked(self, manifest: Manifest, *, force: bool, reason: str) -> None:
+        version, live = manifest.version, self.live_version()
+        if live and live != version and not force:
+            current = self.manifest(live).validation_accuracy or 0.0
+            candidate = manifest.validation_accuracy or 0.0
+            if candidate < current:
+                raise PromotionRefused(
+                    f"{version} has validation accuracy {candidate:.4f}, below live {live} ({current:.4f}); "
+                    "use --force to promote anyway"
+                )
+        history = self._history()
+        history["stack"].append(version)
+        self._set_live(version, history, "promote", reason)
 
     def rollback(self) -> str:
         """Make the version that was live before the current one live again."""

@@ -1,0 +1,77 @@
+"""A gateway's state: its id and reply stream, its open camera sessions, and the reader dispatching results."""
+
+import asyncio
+import itertools
+import logging
+import uuid
+
+import redis.asyncio as aioredis
+from aiortc import RTCSessionDescription
+
+from emostream.config import Settings
+from gateway.metrics import Metrics
+from gateway.results import ResultReader
+from gateway.session import Session
+from ingest.wire import Result
+
+log = logging.getLogger(__name__)
+
+
+class GatewayFull(RuntimeError):
+    """``settings.max_streams`` sessions are open already."""
+
+
+class Hub:
+    """Start with :meth:`start`, open one :class:`Session` per camera offer, :meth:`stop` closes everything."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.id = f"gw-{uuid.uuid4().hex[:10]}"
+        self.reply = settings.keys.results(self.id)
+        """The reply stream every frame of this gateway names; workers answer there."""
+        self.metrics = Metrics()
+        self.sessions: dict[str, Session] = {}
+        self.reader = ResultReader(redis, self.reply, self.deliver, self.metrics)
+        self._numbers = itertools.count(1)
+        self._reader_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._reader_task = asyncio.create_task(self.reader.run(), name=f"results {self.id}")
+        log.info("gateway %s answering on %s", self.id, self.reply)
+
+    async def open(self, offer: RTCSessionDescription) -> tuple[Session, RTCSessionDescription]:
+        """A new session answering ``offer``; raises :class:`GatewayFull` or :class:`~gateway.session.OfferError`."""
+        if len(self.sessions) >= self.settings.max_streams:
+            raise GatewayFull(f"this gateway serves at most {self.settings.max_streams} streams")
+        session = Session(
+            f"{self.id}-{next(self._numbers)}", self.reply, self.settings, self.redis, self.metrics, self._closed
+        )
+        self.sessions[session.stream] = session
+        self.metrics.streams.set(len(self.sessions))
+        answer = await session.accept(offer)
+        log.info("stream %s opened (%d open)", session.stream, len(self.sessions))
+        return session, answer
+
+    def deliver(self, result: Result) -> bool:
+        session = self.sessions.get(result.stream)
+        if session is None:
+            return False
+        session.deliver(result)
+        return True
+
+    def _closed(self, session: Session) -> None:
+        self.sessions.pop(session.stream, None)
+        self.metrics.streams.set(len(self.sessions))
+
+    async def stop(self) -> None:
+        """Close every session, stop reading and delete the reply stream."""
+        await asyncio.gather(*(session.close() for session in list(self.sessions.values())))
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        try:
+            await self.redis.delete(self.reply)
+        except aioredis.RedisError as err:
+            log.warning("could not delete %s: %s", self.reply, err)
+        log.info("gateway %s stopped", self.id)

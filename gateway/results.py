@@ -1,0 +1,67 @@
+"""The gateway's reply stream: results written by workers, handed to the session of their stream."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from gateway.metrics import Metrics
+from ingest.wire import Result, WireError
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000
+READ_COUNT = 256
+RETRY_S = 1.0
+"""Pause before reading again after a Redis error."""
+
+
+class ResultReader:
+    """``XREAD BLOCK`` loop over one reply stream; read entries are deleted so the stream stays short.
+
+    ``deliver(result)`` returns False when no open session has the result's stream.
+    """
+
+    def __init__(self, redis: aioredis.Redis, key: str, deliver: Callable[[Result], bool], metrics: Metrics) -> None:
+        self.redis = redis
+        self.key = key
+        self.deliver = deliver
+        self.metrics = metrics
+        self._last_id = "0-0"
+
+    async def run(self) -> None:
+        """Read until cancelled; Redis errors are logged and retried, never raised."""
+        failures = 0
+        while True:
+            try:
+                await self.read_once()
+                failures = 0
+            except aioredis.RedisError as err:
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning("reading %s failed (%d in a row): %s", self.key, failures, err)
+                await asyncio.sleep(RETRY_S)
+
+    async def read_once(self, block_ms: int = BLOCK_MS) -> int:
+        """Dispatch the entries that arrive within ``block_ms``; returns how many were read."""
+        reply = await self.redis.xread({self.key: self._last_id}, count=READ_COUNT, block=block_ms)
+        ids = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                ids.append(entry_id)
+                self._dispatch(entry_id, fields)
+        if ids:
+            self._last_id = ids[-1]
+            await self.redis.xdel(self.key, *ids)
+        return len(ids)
+
+    def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            result = Result.decode(fields)
+        except WireError as err:
+            self.metrics.results.labels("malformed").inc()
+            log.warning("dropping malformed result %s: %s", entry_id.decode(), err)
+            return
+        if not self.deliver(result):
+            self.metrics.results.labels("unknown_stream").inc()

@@ -1,0 +1,154 @@
+"""One camera: its peer connection from offer to close.
+
+The browser offers one video track and a ``results`` data channel. The camera track goes
+through a :class:`~aiortc.contrib.media.MediaRelay` to two unbuffered consumers, the
+:class:`~gateway.sampler.TrackSampler` (frames stream) and the
+:class:`~gateway.labelled_track.LabelledTrack` sent back; results arrive through
+:meth:`Session.deliver`. The session closes when the peer connection fails or closes, the
+camera track ends or stays silent, the browser asks (``DELETE``), or the gateway stops.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
+from aiortc import RTCSessionDescription as Description
+from aiortc.contrib.media import MediaRelay
+
+from emostream.config import Settings
+from gateway.labelled_track import LabelledTrack
+from gateway.metrics import Metrics
+from gateway.sampler import TrackSampler
+from ingest.wire import Result
+
+log = logging.getLogger(__name__)
+
+RESULTS_CHANNEL = "results"
+MAX_BUFFERED = 1 << 20
+"""Bytes queued on the results channel past which results are dropped (and counted) for that browser."""
+
+
+class OfferError(ValueError):
+    """An offer the gateway cannot answer."""
+
+
+def ice_configuration(settings: Settings) -> RTCConfiguration:
+    """``settings.ice_servers`` as aiortc configuration; none means host candidates only (no default STUN)."""
+    urls = [url.strip() for url in settings.ice_servers.split(",") if url.strip()]
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in urls])
+
+
+class Session:
+    """A camera stream: call :meth:`accept` once, :meth:`deliver` per result, :meth:`close` any number of times."""
+
+    def __init__(
+        self,
+        stream: str,
+        reply: str,
+        settings: Settings,
+        redis: aioredis.Redis,
+        metrics: Metrics,
+        on_closed: Callable[["Session"], None],
+    ) -> None:
+        self.stream = stream
+        self.reply = reply
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+        self.on_closed = on_closed
+        self.started = time.time()
+        self.pc = RTCPeerConnection(ice_configuration(settings))
+        self.relay = MediaRelay()
+        self.sampler: TrackSampler | None = None
+        self.labelled: LabelledTrack | None = None
+        self.channel: RTCDataChannel | None = None
+        self.results_sent = 0
+        self.results_dropped = 0
+        self.closed = False
+        self._task: asyncio.Task | None = None
+
+    async def accept(self, offer: Description) -> Description:
+        """Answer ``offer`` and start sampling; raises :class:`OfferError` (the session is then closed)."""
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_state)
+        try:
+            await self.pc.setRemoteDescription(offer)
+            if self.sampler is None or self.labelled is None:
+                raise OfferError("the offer has no video track")
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as err:
+            await self.close()
+            raise OfferError(f"offer rejected: {err}") from err
+        self._task = asyncio.create_task(self._sample(self.sampler), name=f"sample {self.stream}")
+        return self.pc.localDescription
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "video" or self.sampler is not None:
+            return
+        self.sampler = TrackSampler(
+            self.relay.subscribe(track, buffered=False),
+            self.stream,
+            self.reply,
+            self.settings,
+            self.redis,
+            self.metrics,
+        )
+        self.labelled = LabelledTrack(self.relay.subscribe(track, buffered=False), self.settings.result_max_age)
+        self.pc.addTrack(self.labelled)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label == RESULTS_CHANNEL and self.channel is None:
+            self.channel = channel
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            await self.close()
+
+    async def _sample(self, sampler: TrackSampler) -> None:
+        try:
+            await sampler.run()
+        except TimeoutError:
+            log.info("stream %s: no video for %.0fs, closing", self.stream, self.settings.stream_idle_timeout)
+        await self.close()
+
+    def deliver(self, result: Result) -> None:
+        """Show ``result`` on the returned video and send it on the results channel (or count it dropped)."""
+        if self.sampler and self.labelled and result.seq in self.sampler.widths:
+            self.labelled.show(result, self.sampler.widths[result.seq])
+        channel = self.channel
+        if channel is None or channel.readyState != "open" or channel.bufferedAmount > MAX_BUFFERED:
+            self.results_dropped += 1
+            self.metrics.results.labels("undeliverable").inc()
+            return
+        channel.send(json.dumps(result.to_json(), separators=(",", ":")))
+        self.results_sent += 1
+        self.metrics.results.labels("delivered").inc()
+
+    def describe(self) -> dict:
+        stats = self.sampler.stats if self.sampler else None
+        return {
+            "stream": self.stream,
+            "state": self.pc.connectionState,
+            "started": self.started,
+            "frames_received": stats.received if stats else 0,
+            "frames_sent": stats.sent if stats else 0,
+            "frames_failed": stats.failed if stats else 0,
+            "results_sent": self.results_sent,
+            "results_dropped": self.results_dropped,
+        }
+
+    async def close(self) -> None:
+        """Stop sampling, close the peer connection and leave the gateway; later calls do nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        await self.pc.close()
+        self.on_closed(self)
+        log.info("stream %s closed: %s", self.stream, self.describe())

@@ -1,0 +1,197 @@
+// emostream page: one RTCPeerConnection per camera; the gateway answers with the labelled video
+// and sends every result (the wire Result JSON) on the "results" data channel.
+"use strict";
+
+const MAX_RESULTS = 1000;
+const ICE_GATHERING_TIMEOUT_MS = 5000;
+const WINDOW_MS = 2000; // fps and latency are measured over this window
+
+// For automation: results of every camera, newest last.
+const emostream = (window.emostream = { results: [], cameras: [], clockOffset: 0, config: null });
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+function notice(text) {
+  $("#notice").textContent = text;
+}
+
+async function fetchJson(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || `${url}: HTTP ${response.status}`);
+  return body;
+}
+
+// Gateway clock minus browser clock, in seconds: results carry the gateway's capture times.
+async function syncClock() {
+  const sent = Date.now();
+  const { time } = await fetchJson("/healthz");
+  emostream.clockOffset = time - (sent + Date.now()) / 2000;
+}
+
+async function listCameras() {
+  const select = $("#devices");
+  const chosen = select.value;
+  const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  select.replaceChildren(new Option("default camera", ""));
+  devices.forEach((device, index) => {
+    if (device.deviceId) select.add(new Option(device.label || `camera ${index + 1}`, device.deviceId));
+  });
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+function iceGatheringDone(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState !== "complete") return;
+      pc.removeEventListener("icegatheringstatechange", done);
+      resolve();
+    };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, ICE_GATHERING_TIMEOUT_MS); // send the candidates found so far
+  });
+}
+
+class Camera {
+  constructor(deviceId, name) {
+    this.deviceId = deviceId;
+    this.stream = null; // the gateway's stream id
+    this.status = "stopped";
+    this.pc = null;
+    this.media = null;
+    this.arrivals = []; // [browser time ms, latency s] of recent results
+    this.element = $("#camera-template").content.firstElementChild.cloneNode(true);
+    this.video = $("video", this.element);
+    $(".name", this.element).textContent = name;
+    $(".toggle", this.element).onclick = () => (this.pc ? this.stop() : this.start());
+    $(".remove", this.element).onclick = () => this.remove();
+    $("#cameras").append(this.element);
+  }
+
+  setStatus(status) {
+    this.status = status;
+    $(".status", this.element).textContent = this.stream ? `${status} (${this.stream})` : status;
+    $(".toggle", this.element).textContent = this.pc ? "Stop" : "Start";
+  }
+
+  async start() {
+    if (this.pc) return;
+    const pc = (this.pc = new RTCPeerConnection({ iceServers: emostream.config.ice_servers }));
+    this.setStatus("starting");
+    try {
+      const constraints = this.deviceId ? { deviceId: { exact: this.deviceId } } : true;
+      this.media = await navigator.mediaDevices.getUserMedia({ video: constraints, audio: false });
+      listCameras(); // labels are only known once the camera is allowed
+      pc.addTransceiver(this.media.getVideoTracks()[0], { direction: "sendrecv" });
+      const channel = pc.createDataChannel("results");
+      channel.onmessage = (event) => this.onResult(JSON.parse(event.data));
+      pc.ontrack = (event) => {
+        this.video.srcObject = new MediaStream([event.track]);
+      };
+      pc.onconnectionstatechange = () => {
+        if (this.pc !== pc) return;
+        this.setStatus(pc.connectionState);
+        if (pc.connectionState === "failed") this.stop();
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGatheringDone(pc);
+      const answer = await fetchJson("/api/offer", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+      });
+      if (this.pc !== pc) return; // stopped meanwhile
+      this.stream = answer.stream;
+      await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+      this.setStatus(pc.connectionState);
+    } catch (error) {
+      this.stop();
+      this.setStatus(`error: ${error.message}`);
+    }
+  }
+
+  stop() {
+    if (this.pc) this.pc.close();
+    if (this.media) this.media.getTracks().forEach((track) => track.stop());
+    if (this.stream) fetch(`/api/streams/${encodeURIComponent(this.stream)}`, { method: "DELETE" }).catch(() => {});
+    this.pc = this.media = this.stream = null;
+    this.video.srcObject = null;
+    this.arrivals = [];
+    $(".faces", this.element).replaceChildren();
+    this.setStatus("stopped");
+  }
+
+  remove() {
+    this.stop();
+    this.element.remove();
+    emostream.cameras.splice(emostream.cameras.indexOf(this), 1);
+  }
+
+  onResult(result) {
+    emostream.results.push(result);
+    if (emostream.results.length > MAX_RESULTS) emostream.results.splice(0, emostream.results.length - MAX_RESULTS);
+    const now = performance.now();
+    this.arrivals.push([now, Date.now() / 1000 + emostream.clockOffset - result.ts]);
+    while (this.arrivals.length && this.arrivals[0][0] < now - WINDOW_MS) this.arrivals.shift();
+    const latencies = this.arrivals.map(([, latency]) => latency).sort((a, b) => a - b);
+    const median = latencies[Math.floor(latencies.length / 2)];
+    $(".fps", this.element).textContent = `${((this.arrivals.length * 1000) / WINDOW_MS).toFixed(1)} results/s`;
+    $(".latency", this.element).textContent = `${Math.round(median * 1000)} ms latency`;
+    this.showFaces(result.faces);
+  }
+
+  showFaces(faces) {
+    const panel = $(".faces", this.element);
+    if (!faces.length) {
+      panel.replaceChildren(Object.assign(document.createElement("p"), { className: "none", textContent: "no face" }));
+      return;
+    }
+    panel.replaceChildren(
+      ...faces.map((face, index) => {
+        const card = document.createElement("div");
+        card.className = `face ${face.label}`;
+        const title = document.createElement("h3");
+        title.textContent = `face ${index + 1}: ${face.label} ${(face.score * 100).toFixed(0)}%`;
+        card.append(title);
+        for (const [label, score] of Object.entries(face.scores)) {
+          const row = document.createElement("div");
+          row.className = "score";
+          const name = Object.assign(document.createElement("span"), { textContent: label });
+          const meter = Object.assign(document.createElement("meter"), { min: 0, max: 1, value: score });
+          const value = Object.assign(document.createElement("span"), { textContent: `${(score * 100).toFixed(0)}%` });
+          row.append(name, meter, value);
+          card.append(row);
+        }
+        return card;
+      }),
+    );
+  }
+}
+
+function addCamera(deviceId) {
+  const select = $("#devices");
+  const option = [...select.options].find((o) => o.value === deviceId);
+  const camera = new Camera(deviceId, option ? option.textContent : "default camera");
+  emostream.cameras.push(camera);
+  return camera;
+}
+
+async function main() {
+  try {
+    emostream.config = await fetchJson("/api/config");
+    await syncClock();
+    await listCameras();
+  } catch (error) {
+    notice(`gateway unreachable: ${error.message}`);
+    return;
+  }
+  navigator.mediaDevices.addEventListener("devicechange", listCameras);
+  $("#add").onclick = () => addCamera($("#devices").value);
+  $("#start-all").onclick = () => emostream.cameras.forEach((camera) => camera.start());
+  $("#stop-all").onclick = () => emostream.cameras.forEach((camera) => camera.stop());
+  window.addEventListener("pagehide", () => emostream.cameras.forEach((camera) => camera.stop()));
+  if (new URLSearchParams(location.search).get("autostart") === "1") addCamera("").start();
+}
+
+main();

@@ -1,0 +1,64 @@
+"""The results of an ingest run: read from its reply stream, written as JSON lines in seq order."""
+
+import heapq
+import json
+import logging
+from typing import TextIO
+
+import redis
+
+from ingest.wire import Result, WireError
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 256
+"""Most results taken per XREAD."""
+
+
+class Collector:
+    """Reads one reply stream from its start; entries already read are trimmed away."""
+
+    def __init__(self, client: redis.Redis, reply: str) -> None:
+        self.client, self.reply = client, reply
+        self.malformed = 0
+        self._last_id: bytes | str = "0-0"
+
+    def poll(self, wait: float) -> list[Result]:
+        """The results that arrived since the last poll, waiting up to ``wait`` seconds for the first."""
+        block = int(wait * 1000) or None
+        answer = self.client.xread({self.reply: self._last_id}, count=READ_COUNT, block=block)
+        if not answer:
+            return []
+        entries = answer[0][1]
+        self._last_id = entries[-1][0]
+        self.client.xtrim(self.reply, minid=self._last_id)
+        results = []
+        for entry_id, fields in entries:
+            try:
+                results.append(Result.decode(fields))
+            except WireError as err:
+                self.malformed += 1
+                log.warning("skipping malformed result %s: %s", entry_id, err)
+        return results
+
+    def close(self) -> None:
+        self.client.delete(self.reply)
+
+
+class OrderedWriter:
+    """Writes results as JSON lines in seq order: a result is held until no earlier frame can still come."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.written = 0
+        self._held: list[tuple[int, str]] = []
+
+    def add(self, result: Result) -> None:
+        heapq.heappush(self._held, (result.seq, json.dumps(result.to_json(), separators=(",", ":"))))
+
+    def flush(self, before: int | None = None) -> None:
+        """Write the held results with seq below ``before`` (all of them when None)."""
+        while self._held and (before is None or self._held[0][0] < before):
+            self.out.write(heapq.heappop(self._held)[1] + "\n")
+            self.written += 1
+        self.out.flush()
