@@ -12,6 +12,7 @@ from emostream.config import Settings
 from gateway.command import add_parser as add_gateway
 from ingest.command import add_parser as add_ingest
 from model_store.errors import ModelStoreError
+from training.command import add_parser as add_training_jobs
 from workers.command import add_parser as add_workers
 
 DEFAULT_DATA = "../shared/datasets/fer2013"
@@ -173,10 +174,23 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
     elif args.action == "promote":
         store.promote(args.version, force=args.force, reason="cli")
+        _announce(settings, args.version)
         print(f"live: {args.version}")
     else:
-        print(f"live: {store.rollback()}")
+        version = store.rollback()
+        _announce(settings, version)
+        print(f"live: {version}")
     return 0
+
+
+def _announce(settings: Settings, version: str) -> None:
+    """Tell running workers at once (they would also notice within seconds by polling)."""
+    if settings.redis_url:
+        import redis
+
+        from training.jobs import announce
+
+        announce(redis.Redis.from_url(settings.redis_url), settings, version)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -242,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest(sub)
     add_gateway(sub)
     _add_up(sub)
+    add_training_jobs(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ from gateway.session import OfferError
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file())
 MAX_BODY = 64 * 1024
 """Largest request body accepted (an offer is a few kilobytes); larger ones get 413."""
 OFFER_TIMEOUT = 20.0
@@ -88,6 +89,13 @@ def check_offer(body: object) -> RTCSessionDescription:
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
+
+
+async def static(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise ApiError(404, f"no static file {name!r}")
+    return web.FileResponse(STATIC / name)
 
 
 async def config(request: web.Request) -> web.Response:
@@ -165,7 +173,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app.cleanup_ctx.append(hub_context)
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/static/{name}", static)
     app.router.add_get("/api/config", config)
     app.router.add_post("/api/offer", offer)
     app.router.add_get("/api/streams", streams)

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -65,6 +66,7 @@ class TrackSampler:
         settings: Settings,
         redis: aioredis.Redis,
         metrics: Metrics,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.track = track
         self.stream = stream
@@ -72,6 +74,8 @@ class TrackSampler:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
+        self.clock = clock
+        """Capture time of a frame taken now (seconds since the epoch)."""
         self.stats = SamplerStats()
         self.rate = Sampler(settings.sample_fps)
         self.widths: OrderedDict[int, int] = OrderedDict()
@@ -88,7 +92,7 @@ class TrackSampler:
             except MediaStreamError:
                 return
             timeout = self.settings.stream_idle_timeout
-            ts = time.time()
+            ts = self.clock()
             self.stats.received += 1
             self.metrics.frames.labels("received").inc()
             if self.rate.keep(ts):

@@ -31,7 +31,7 @@ class Collector:
             return []
         entries = answer[0][1]
         self._last_id = entries[-1][0]
-        self.client.xtrim(self.reply, minid=self._last_id)
+        self.client.xtrim(self.reply, minid=self._last_id, approximate=False)
         results = []
         for entry_id, fields in entries:
             try:

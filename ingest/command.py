@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import cv2
 
-    from ingest.run import IngestRun, IngestStalled
+    from ingest.run import IngestRun
     from ingest.sources import open_source
 
     if args.fps is not None and not args.fps > 0:
@@ -57,7 +57,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             settings = stack.enter_context(_queue(settings))
             client = stack.enter_context(_connect(settings))
             summary = IngestRun(source, client, settings, out, stop).run()
-    except IngestStalled as err:
+    except RuntimeError as err:  # workers stalled, or the embedded stack failed to start
         print(f"emostream ingest: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

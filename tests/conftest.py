@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import aiortc  # noqa: F401  before TensorFlow: libsrtp's init segfaults once TF's crypto symbols are loaded
 import pytest
 import redis
 

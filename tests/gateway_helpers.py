@@ -138,7 +138,9 @@ async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30) -> C
         body = {"sdp": pc.localDescription.sdp, "type": "offer"}
         async with http.post(f"{url}/api/offer", json=body) as response:
             answer = await response.json()
-            assert response.status == 200, answer
+    if response.status != 200:
+        await pc.close()
+        raise AssertionError(f"offer refused with {response.status}: {answer}")
     client.stream = answer["stream"]
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
     return client

@@ -24,8 +24,14 @@ def test_worker_count_fits_the_cores():
 def test_up_without_redis_server_gives_an_install_hint(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["PATH"] = str(tmp_path)  # no redis-server here
-    done = subprocess.run([sys.executable, "-m", "emostream.cli", "up", "--port", str(free_port())], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "emostream.cli", "up", "--port", str(free_port())],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "redis-server not found" in done.stderr and "apt-get install redis-server" in done.stderr
 
@@ -47,10 +53,17 @@ def test_stack_starts_workers_that_register_and_stops_them(tmp_path):
 
 def test_up_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-           "EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
-    proc = subprocess.Popen([sys.executable, "-m", "emostream.cli", "up", "--port", str(port), "--workers", "1"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emostream.cli", "up", "--port", str(port), "--workers", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line, line

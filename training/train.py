@@ -12,7 +12,6 @@ A run directory holds everything a run produces and everything needed to resume 
     metrics.json    validation metrics (single crop and flip TTA), timing, hardware
 """
 
-import csv
 import json
 import logging
 import platform
@@ -29,6 +28,7 @@ from emostream.labels import EMOTIONS
 from training import architectures, reports
 from training.data import FaceSet, load
 from training.evaluation import evaluate
+from training.history import read_history
 from training.pipeline import Augmentation, evaluation_dataset, training_dataset
 
 log = logging.getLogger(__name__)
@@ -153,19 +153,6 @@ def _class_weights(labels: np.ndarray) -> dict[int, float]:
     counts = np.maximum(np.bincount(labels, minlength=len(EMOTIONS)), 1)
     weights = np.sqrt(counts.sum() / (len(EMOTIONS) * counts))
     return {i: float(w) for i, w in enumerate(weights)}
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """history.csv as columns, the last row of each epoch winning (resumes rewrite epochs)."""
-    if not path.exists():
-        return {}
-    rows: dict[int, dict[str, str]] = {}
-    with path.open() as handle:
-        for row in csv.DictReader(handle):
-            rows[int(row["epoch"])] = row
-    ordered = [rows[e] for e in sorted(rows)]
-    keys = [k for k in (ordered[0] if ordered else {}) if k != "epoch"]
-    return {k: [float(r[k]) for r in ordered] for k in keys}
 
 
 def _prepare_run_dir(config: TrainConfig) -> Path:

@@ -162,16 +162,20 @@ class Worker:
     def run(self) -> None:
         """Serve until :meth:`stop`; the batch in hand is finished and acknowledged first."""
         self.ensure_group()
+        notices = self.redis.pubsub(ignore_subscribe_messages=True)
+        notices.subscribe(self.keys.model_channel)
         log.info("worker %s serving model %s", self.name, self.model.classifier.version)
         last_beat = 0.0
         while not self.stopping.is_set():
-            if time.monotonic() - last_beat >= HEARTBEAT_S:
-                self.model.refresh()
+            announced = notices.get_message(timeout=0) is not None
+            if announced or time.monotonic() - last_beat >= HEARTBEAT_S:
+                self.model.refresh(force=announced)  # between batches: no frame is lost by a switch
                 self.heartbeat()
                 last_beat = time.monotonic()
             batch = self.read_batch()
             if batch.ids:
                 self.process(batch)
+        notices.close()
         self.redis.hdel(self.keys.workers, self.name)
         log.info("worker %s stopped: %s", self.name, dict(self.counts))
 

@@ -61,6 +61,7 @@ class Camera {
     this.pc = null;
     this.media = null;
     this.arrivals = []; // [browser time ms, latency s] of recent results
+    this.last = null; // the latest result of this camera
     this.element = $("#camera-template").content.firstElementChild.cloneNode(true);
     this.video = $("video", this.element);
     $(".name", this.element).textContent = name;
@@ -129,6 +130,7 @@ class Camera {
   }
 
   onResult(result) {
+    this.last = result;
     emostream.results.push(result);
     if (emostream.results.length > MAX_RESULTS) emostream.results.splice(0, emostream.results.length - MAX_RESULTS);
     const now = performance.now();

@@ -1,0 +1,109 @@
+"""The gateway's HTTP API against bad input, on a real server and a real Redis: JSON errors, no leaks."""
+
+import aiohttp
+from aiortc import RTCPeerConnection
+from gateway_helpers import run, serving
+
+from emostream.config import Settings
+
+AUDIO_OFFER = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+VIDEO_WITHOUT_ICE = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+
+
+def settings_for(redis_server, **changes) -> Settings:
+    return Settings(redis_url=redis_server.url, key_prefix="test", **changes)
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, **kwargs) -> tuple[int, str, object]:
+    async with http.request(method, url, **kwargs) as response:
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, response.content_type, body
+
+
+async def video_offer() -> str:
+    """A real offer of one video track and a data channel, as a browser makes it."""
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="sendrecv")
+    pc.createDataChannel("results")
+    offer = await pc.createOffer()
+    await pc.close()
+    return offer.sdp
+
+
+def test_bad_offers_get_400_json_errors_and_leave_no_session(redis_server):
+    async def scenario():
+        async with serving(settings_for(redis_server)) as served, aiohttp.ClientSession() as http:
+            offer_url = f"{served.url}/api/offer"
+            good = await video_offer()
+            answers = {
+                "not json": await call(http, "POST", offer_url, data=b"{not json"),
+                "not utf-8": await call(http, "POST", offer_url, data=b"\xff\xfe{}"),
+                "a list": await call(http, "POST", offer_url, json=["sdp"]),
+                "no sdp": await call(http, "POST", offer_url, json={"type": "offer"}),
+                "an answer": await call(http, "POST", offer_url, json={"sdp": good, "type": "answer"}),
+                "sdp not text": await call(http, "POST", offer_url, json={"sdp": 42, "type": "offer"}),
+                "garbage sdp": await call(http, "POST", offer_url, json={"sdp": "hello\r\nworld", "type": "offer"}),
+                "audio only": await call(http, "POST", offer_url, json={"sdp": AUDIO_OFFER, "type": "offer"}),
+                "no ice": await call(http, "POST", offer_url, json={"sdp": VIDEO_WITHOUT_ICE, "type": "offer"}),
+            }
+            streams = await call(http, "GET", f"{served.url}/api/streams")
+            metrics = await call(http, "GET", f"{served.url}/metrics")
+            return answers, streams, metrics, served.hub.sessions
+
+    answers, streams, metrics, sessions = run(scenario())
+    for name, (status, content_type, body) in answers.items():
+        assert status == 400, (name, body)
+        assert content_type == "application/json" and isinstance(body["error"], str) and body["error"], name
+    assert "JSON" in answers["not json"][2]["error"]
+    assert "video" in answers["audio only"][2]["error"]
+    assert "offer rejected" in answers["no ice"][2]["error"]
+    assert streams[0] == 200 and streams[2]["streams"] == [] and not sessions
+    assert 'emostream_gateway_http_errors_total{status="400"} 9.0' in metrics[2]
+
+
+def test_unknown_routes_methods_and_oversized_bodies(redis_server):
+    async def scenario():
+        async with serving(settings_for(redis_server)) as served, aiohttp.ClientSession() as http:
+            return {
+                "unknown route": await call(http, "GET", f"{served.url}/nope"),
+                "unknown static": await call(http, "GET", f"{served.url}/static/nope.js"),
+                "wrong method": await call(http, "GET", f"{served.url}/api/offer"),
+                "unknown stream": await call(http, "DELETE", f"{served.url}/api/streams/gw-x-1"),
+                "oversized": await call(http, "POST", f"{served.url}/api/offer", data=b"x" * (1 << 20)),
+                "still alive": await call(http, "GET", f"{served.url}/healthz"),
+            }
+
+    answers = run(scenario())
+    expected = {"unknown route": 404, "unknown static": 404, "wrong method": 405, "unknown stream": 404}
+    expected |= {"oversized": 413, "still alive": 200}
+    assert {name: status for name, (status, _, _) in answers.items()} == expected
+    for name, (_, content_type, body) in answers.items():
+        assert content_type == "application/json" and isinstance(body, dict), name
+    assert answers["still alive"][2]["alive"] is True
+
+
+def test_page_config_and_health(redis_server):
+    async def scenario():
+        settings = settings_for(redis_server, ice_servers="stun:stun.example.org:3478, turn:turn.example.org")
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            page = await call(http, "GET", f"{served.url}/?autostart=1")
+            script = await call(http, "GET", f"{served.url}/static/app.js")
+            style = await call(http, "GET", f"{served.url}/static/style.css")
+            config = await call(http, "GET", f"{served.url}/api/config")
+            ready = await call(http, "GET", f"{served.url}/readyz")
+            redis_server.stop()
+            unready = await call(http, "GET", f"{served.url}/readyz")
+            alive = await call(http, "GET", f"{served.url}/healthz")
+            return page, script, style, config, ready, unready, alive
+
+    page, script, style, config, ready, unready, alive = run(scenario())
+    assert page[:2] == (200, "text/html") and "/static/app.js" in page[2]
+    assert script[:2] == (200, "application/javascript") and "window.emostream" in script[2]
+    assert style[:2] == (200, "text/css")
+    assert config[0] == 200 and config[2]["ice_servers"] == [
+        {"urls": "stun:stun.example.org:3478"},
+        {"urls": "turn:turn.example.org"},
+    ]
+    assert ready[:2] == (200, "application/json") and ready[2] == {"ready": True}
+    assert unready[0] == 503 and "Redis" in unready[2]["error"]
+    assert alive[0] == 200, "alive even without Redis"

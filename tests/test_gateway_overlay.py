@@ -1,0 +1,52 @@
+import numpy as np
+from gateway_helpers import face
+
+from gateway.overlay import COLORS, STALE_COLOR, draw
+
+
+def blank(width: int = 320, height: int = 240) -> np.ndarray:
+    return np.full((height, width, 3), 90, np.uint8)
+
+
+def edge_colors(image: np.ndarray, x: int, y: int, w: int, h: int) -> set[tuple[int, ...]]:
+    """Colours on the box's left and right edges (the label banner sits on the top one)."""
+    middle = slice(y + h // 4, y + 3 * h // 4)
+    return {tuple(c) for c in np.concatenate([image[middle, x], image[middle, x + w]])}
+
+
+def test_box_drawn_at_the_face_in_its_label_colour():
+    image = draw(blank(), [face((100, 60, 80, 90), "happy")])
+    assert edge_colors(image, 100, 60, 80, 90) == {COLORS["happy"]}
+    assert (image[60 + 30 : 60 + 60, 120:160] == 90).all(), "the inside of the box stays untouched"
+    assert (image[:, :95] == 90).all() and (image[:, 185:] == 90).all(), "nothing drawn beside the box"
+    banner = image[40:60, 100:170]
+    assert (banner == COLORS["happy"]).all(axis=-1).mean() > 0.3, "the label banner sits above the box"
+
+
+def test_boxes_are_scaled_onto_the_frame():
+    image = draw(blank(), [face((200, 120, 160, 180), "sad")], scale=0.5)
+    assert edge_colors(image, 100, 60, 80, 90) == {COLORS["sad"]}
+    assert (image[:, 185:] == 90).all()
+
+
+def test_stale_results_are_grey_without_scores():
+    fresh = draw(blank(), [face((100, 60, 80, 90), "angry")], stale=False)
+    stale = draw(blank(), [face((100, 60, 80, 90), "angry")], stale=True)
+    assert edge_colors(stale, 100, 60, 80, 90) == {STALE_COLOR}
+    assert edge_colors(fresh, 100, 60, 80, 90) == {COLORS["angry"]}
+    banner_end = [np.any(image[40:58] != 90, axis=(0, 2)).nonzero()[0].max() for image in (fresh, stale)]
+    assert banner_end[1] < banner_end[0], "the stale label has no score"
+
+
+def test_every_face_is_drawn_and_boxes_off_the_frame_are_clipped():
+    faces = [face((10, 100, 50, 50), "fear"), face((250, 100, 50, 50), "surprise"), face((300, 200, 100, 100), "sad")]
+    image = draw(blank(), faces)
+    assert edge_colors(image, 10, 100, 50, 50) == {COLORS["fear"]}
+    assert edge_colors(image, 250, 100, 50, 50) == {COLORS["surprise"]}
+    assert (image[220:, 310] == COLORS["sad"]).all(axis=-1).any(), "the part inside the frame is drawn"
+    assert draw(blank(), [face((-500, -500, 10, 10), "sad")]).tolist() == blank().tolist()
+
+
+def test_no_faces_leaves_the_frame_unchanged_and_draws_in_place():
+    image = blank()
+    assert draw(image, []) is image and (image == 90).all()

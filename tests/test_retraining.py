@@ -1,0 +1,183 @@
+"""Retraining through RQ with a real Redis and a real (non-forking) RQ worker; hot reload in a running worker."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from factories import REPO, brightness, brightness_model, copy_fer_subset
+
+from emostream.config import Settings
+from ingest.wire import Frame, Result
+from model_store import Manifest, ModelStore
+from model_store.store import new_version_id
+from training.jobs import announce
+from workers.classify import LiveModel
+from workers.detect import HaarDetector
+from workers.worker import Worker
+
+
+@pytest.fixture(scope="module")
+def tiny_fer(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fer")
+    copy_fer_subset(root / "train", "train", per_class=20)
+    copy_fer_subset(root / "validation", "validation", per_class=8)
+    return root
+
+
+def seeded_store(root, accuracy: float) -> ModelStore:
+    store = ModelStore(root)
+    manifest = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": accuracy},
+    )
+    store.publish(brightness_model(), manifest)
+    store.promote(manifest.version, force=True)
+    return store
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emostream.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def trainer_env(redis_server, tmp_path):
+    env = {
+        "REDIS_URL": redis_server.url,
+        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
+        "EMOSTREAM_RUNS": str(tmp_path / "runs"),
+    }
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "emostream.cli", "trainer"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    yield env
+    trainer.terminate()
+    trainer.wait(30)
+
+
+def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_fer):
+    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    before = store.live_version()
+    done = cli("retrain", "--data", str(tiny_fer), "--epochs", "2", "--limit", "140", "--wait", env=trainer_env)
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout.splitlines()[-1])
+    assert view["status"] == "finished" and view["promoted"] is True
+    assert [p["epoch"] for p in view["progress"]] == [1, 2]
+    assert all("val_accuracy" in p for p in view["progress"])
+    assert "epoch 2/2" in done.stderr
+    assert store.live_version() == view["version"] != before
+    manifest = store.manifest(view["version"])
+    assert manifest.training_config["epochs"] == 2 and manifest.datasets["train"]["n"] == 140
+    listed = json.loads(cli("jobs", "list", env=trainer_env).stdout)
+    assert [j["id"] for j in listed] == [view["id"]]
+
+
+def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
+    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    live = store.live_version()
+    done = cli(
+        "retrain",
+        "--data",
+        str(tiny_fer),
+        "--epochs",
+        "1",
+        "--limit",
+        "70",
+        "--promotion",
+        "manual",
+        "--wait",
+        env=trainer_env,
+    )
+    view = json.loads(done.stdout.splitlines()[-1])
+    assert view["status"] == "finished" and view["promoted"] is False
+    assert store.live_version() == live and view["version"] in store.versions()
+
+
+def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_env, tmp_path):
+    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    done = cli("retrain", "--data", str(tmp_path / "no-such-data"), "--epochs", "1", "--wait", env=trainer_env)
+    assert done.returncode == 1
+    view = json.loads(done.stdout.splitlines()[-1])
+    assert view["status"] == "failed"
+    assert "no-such-data: no such file or directory" in view["error"]
+    assert len(store.versions()) == 1
+
+
+def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fer):
+    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    job_id = cli("retrain", "--data", str(tiny_fer), "--epochs", "200", "--limit", "70", env=trainer_env).stdout.strip()
+    deadline = time.monotonic() + 300
+    while json.loads(cli("jobs", "show", job_id, env=trainer_env).stdout)["progress"] == []:
+        assert time.monotonic() < deadline, "training never reported an epoch"
+        time.sleep(1)
+    cli("jobs", "cancel", job_id, env=trainer_env)
+    while (view := json.loads(cli("jobs", "show", job_id, env=trainer_env).stdout))["status"] not in (
+        "canceled",
+        "failed",
+        "finished",
+    ):
+        assert time.monotonic() < deadline, "cancel did not stop the job"
+        time.sleep(1)
+    assert view["status"] == "canceled" and "nothing was published" in view["error"]
+    assert len(view["progress"]) < 200
+    assert len(store.versions()) == 1
+
+
+def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis_server, redis_client, tmp_path):
+    settings = Settings(redis_url=redis_server.url, model_store_root=tmp_path / "store", max_frame_age=60.0)
+    store = seeded_store(settings.model_store_root, accuracy=0.5)
+    old = store.live_version()
+    worker = Worker(settings, redis_client, HaarDetector(320), LiveModel(store, check_interval=3600))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    keys, reply = settings.keys, settings.keys.results("cam")
+    face = np.full((96, 96), brightness(2), np.uint8)
+    newer = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="now",
+        metrics={"validation_accuracy": 0.9},
+    )
+    store.publish(brightness_model(), newer)
+    seen: list[Result] = []
+    last = "0"
+    for seq in range(40):
+        redis_client.xadd(keys.frames, Frame("cam", seq, time.time(), face, reply).encode())
+        if seq == 20:
+            store.promote(newer.version)
+            announce(redis_client, settings, newer.version)
+        for _, entries in redis_client.xread({reply: last}, block=50) or []:
+            for entry_id, fields in entries:
+                seen.append(Result.decode(fields))
+                last = entry_id
+        time.sleep(0.02)
+    deadline = time.monotonic() + 60
+    while len(seen) < 40 and time.monotonic() < deadline:
+        for _, entries in redis_client.xread({reply: last}, block=500) or []:
+            for entry_id, fields in entries:
+                seen.append(Result.decode(fields))
+                last = entry_id
+    worker.stop()
+    thread.join(10)
+    assert [r.seq for r in seen] == list(range(40))
+    versions = [r.model_version for r in seen]
+    assert versions[0] == old and versions[-1] == newer.version
+    switch = versions.index(newer.version)
+    assert set(versions[:switch]) == {old} and set(versions[switch:]) == {newer.version}

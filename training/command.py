@@ -1,0 +1,125 @@
+"""``emostream trainer``, ``emostream retrain`` and ``emostream jobs``: retraining through RQ."""
+
+import argparse
+import json
+import sys
+import time
+
+from emostream.config import Settings
+
+
+def _client(settings: Settings):
+    import redis
+
+    if not settings.redis_url:
+        raise ValueError("REDIS_URL is not set: retraining jobs live in the shared Redis")
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    from training.jobs import run_trainer
+
+    _client(settings).ping()
+    run_trainer(settings, burst=args.burst)
+    return 0
+
+
+def _progress_line(view: dict, epochs: int) -> str:
+    done = len(view["progress"])
+    last = view["progress"][-1] if view["progress"] else {}
+    bar = "#" * round(30 * done / epochs) + "." * (30 - round(30 * done / epochs))
+    acc = f" val_accuracy {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
+    return f"\r[{bar}] epoch {done}/{epochs} {view['status']}{acc}"
+
+
+def follow(client, job_id: str, epochs: int) -> dict:
+    """Print a progress bar until the job ends; returns its final view."""
+    from rq.job import Job
+
+    from training.jobs import describe
+
+    job = Job.fetch(job_id, connection=client)
+    while True:
+        view = describe(job)
+        print(_progress_line(view, epochs), end="", file=sys.stderr, flush=True)
+        if view["status"] in ("finished", "failed", "canceled", "stopped"):
+            print(file=sys.stderr)
+            return view
+        time.sleep(1.0)
+
+
+def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from training.jobs import RetrainSpec, enqueue
+
+    spec = RetrainSpec(
+        data=args.data,
+        architecture=args.arch,
+        epochs=args.epochs,
+        limit=args.limit,
+        extra_train=args.extra_train,
+        init_from_live=args.init_from_live,
+        promotion=args.promotion,
+        timeout_s=args.timeout,
+    )
+    client = _client(settings)
+    job = enqueue(client, settings, spec)
+    print(job.id)
+    if not args.wait:
+        return 0
+    view = follow(client, job.id, spec.epochs)
+    print(json.dumps(view))
+    return 0 if view["status"] == "finished" else 1
+
+
+def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from rq import Queue
+    from rq.job import Job
+
+    from training.jobs import QUEUE, cancel, describe
+
+    client = _client(settings)
+    if args.action == "list":
+        queue = Queue(QUEUE, connection=client)
+        ids = (
+            queue.job_ids
+            + queue.started_job_registry.get_job_ids()
+            + queue.finished_job_registry.get_job_ids()
+            + queue.failed_job_registry.get_job_ids()
+            + queue.canceled_job_registry.get_job_ids()
+        )
+        print(json.dumps([describe(job) for job in Job.fetch_many(ids, connection=client) if job]))
+    elif args.action == "show":
+        print(json.dumps(describe(Job.fetch(args.id, connection=client))))
+    else:
+        print(json.dumps(describe(cancel(client, settings, args.id))))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trainer", help="run an RQ worker (non-forking) for retraining jobs")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=_cmd_trainer)
+
+    p = sub.add_parser("retrain", help="queue a retraining job (see `emostream trainer`)")
+    p.add_argument("--data", default="../shared/datasets/fer2013")
+    p.add_argument("--arch", default="emonet")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--limit", type=int, help="at most N images per split")
+    p.add_argument("--extra-train", action="append", default=[], help="extra <class>/ folder (e.g. feedback)")
+    p.add_argument("--init-from-live", action="store_true", help="fine-tune the live model")
+    p.add_argument(
+        "--promotion",
+        default="auto",
+        choices=("auto", "manual"),
+        help="auto: promote if better than live on validation",
+    )
+    p.add_argument("--timeout", type=int, default=6 * 3600, help="job timeout in seconds")
+    p.add_argument("--wait", action="store_true", help="follow progress until the job ends")
+    p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("jobs", help="list, show and cancel retraining jobs")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list")
+    for name in ("show", "cancel"):
+        actions.add_parser(name).add_argument("id")
+    p.set_defaults(func=_cmd_jobs)

@@ -1,0 +1,241 @@
+"""Retraining as RQ jobs on the ``training`` queue.
+
+The RQ worker (``emostream trainer``) is a non-forking :class:`rq.SimpleWorker`, and the
+job itself never imports TensorFlow: it spawns ``emostream train --publish`` as a child
+process and follows it. So TensorFlow never runs after a ``fork()``, a cancel or a timeout
+is a plain ``SIGTERM`` to the child, and a crash of the training process cannot take the
+worker down.
+
+Progress (epoch, metrics) is copied from the run's ``history.csv`` into ``job.meta``. The
+child publishes only after training finished, and a store version appears atomically, so a
+failed, cancelled or timed-out job never publishes anything; promotion happens here, after.
+"""
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+from rq import Queue, SimpleWorker, get_current_job
+from rq.job import Job
+
+from emostream.config import Settings
+from model_store.errors import PromotionRefused
+from training.history import read_history
+
+log = logging.getLogger(__name__)
+
+QUEUE = "training"
+POLICIES = ("auto", "manual")
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled; nothing was published."""
+
+
+@dataclass
+class RetrainSpec:
+    """What to train; the options of ``emostream train`` a user may set remotely."""
+
+    data: str = "../shared/datasets/fer2013"
+    architecture: str = "emonet"
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    limit: int | None = None
+    extra_train: list[str] = field(default_factory=list)
+    init_from_live: bool = False
+    """Fine-tune from the live model (its version becomes the parent) instead of from scratch."""
+    promotion: str = "auto"
+    """auto: promote when more accurate than live on validation; manual: publish only."""
+    timeout_s: int = 6 * 3600
+
+    def validate(self) -> None:
+        if self.promotion not in POLICIES:
+            raise ValueError(f"promotion must be one of {POLICIES}, not {self.promotion!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.timeout_s < 1:
+            raise ValueError("epochs, batch_size, learning_rate and timeout_s must be positive")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be positive")
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "RetrainSpec":
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown retraining option(s) {sorted(unknown)}")
+        try:
+            spec = cls(**raw)
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+        spec.validate()
+        return spec
+
+
+def cancel_key(settings: Settings, job_id: str) -> str:
+    return f"{settings.key_prefix}:training-cancel:{job_id}"
+
+
+def enqueue(client: redis.Redis, settings: Settings, spec: RetrainSpec) -> Job:
+    """Queue a retraining job with an explicit timeout; failures stay in RQ's failed registry."""
+    spec.validate()
+    queue = Queue(QUEUE, connection=client)
+    return queue.enqueue_call(
+        run_job,
+        args=(asdict(spec), settings.to_env()),
+        timeout=spec.timeout_s + 600,
+        result_ttl=7 * 86400,
+        failure_ttl=7 * 86400,
+        meta={"progress": [], "spec": asdict(spec)},
+        description=f"retrain {spec.architecture} for {spec.epochs} epochs",
+    )
+
+
+def cancel(client: redis.Redis, settings: Settings, job_id: str) -> Job:
+    """Cancel a queued job, or stop a running one at its next check (within a second or two)."""
+    job = Job.fetch(job_id, connection=client)
+    client.set(cancel_key(settings, job_id), "1", ex=86400)
+    if job.get_status() in ("queued", "scheduled", "deferred"):
+        job.cancel()
+    return job
+
+
+def describe(job: Job) -> dict:
+    """The JSON view of a job for the API and the CLI."""
+    job.refresh()
+    status = job.get_status()
+    cancelled = job.meta.get("phase") == "cancelled"
+    return {
+        "id": job.id,
+        "status": "canceled" if cancelled else str(status.value if hasattr(status, "value") else status),
+        "description": job.description,
+        "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "spec": job.meta.get("spec"),
+        "progress": job.meta.get("progress", []),
+        "phase": job.meta.get("phase"),
+        "version": job.meta.get("version"),
+        "promoted": job.meta.get("promoted"),
+        "error": job.meta.get("error")
+        or _last_line(job.latest_result().exc_string if job.latest_result() and job.is_failed else None),
+    }
+
+
+def _last_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[-1] if text and text.strip() else None
+
+
+def _train_command(spec: RetrainSpec, run_dir: Path, init_from: str | None) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "emostream.cli",
+        "--log-level",
+        "WARNING",
+        "train",
+        "--data",
+        spec.data,
+        "--arch",
+        spec.architecture,
+        "--epochs",
+        str(spec.epochs),
+        "--batch-size",
+        str(spec.batch_size),
+        "--lr",
+        str(spec.learning_rate),
+        "--run-dir",
+        str(run_dir),
+        "--publish",
+    ]
+    if spec.limit:
+        command += ["--limit", str(spec.limit)]
+    for extra in spec.extra_train:
+        command += ["--extra-train", extra]
+    if init_from:
+        command += ["--init-from", init_from]
+    return command
+
+
+def run_job(raw_spec: dict, env: dict[str, str]) -> dict:
+    """The job body: train in a child process, follow it, publish, apply the promotion policy."""
+    spec = RetrainSpec.from_json(raw_spec)
+    settings = Settings.from_env(env)
+    job = get_current_job()
+    job_id = job.id if job else f"local-{int(time.time())}"
+    client = job.connection if job else redis.Redis.from_url(settings.redis_url)
+    store = settings.model_store()
+    parent = store.live_version() if spec.init_from_live else None
+    run_dir = settings.runs_dir / f"job-{job_id}"
+    log_path = run_dir.with_suffix(".log")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log_file:
+        child = subprocess.Popen(
+            _train_command(spec, run_dir, parent),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        try:
+            _follow(child, job, client, settings, run_dir)
+        finally:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+    output = log_path.read_text().strip().splitlines()
+    if child.returncode != 0:
+        errors = [line for line in output if "error" in line.lower()] or output[-1:] or ["(no output)"]
+        raise RuntimeError(f"training exited with status {child.returncode}: {errors[-1]}")
+    version = next(line.split()[1] for line in reversed(output) if line.startswith("published "))
+    manifest = store.manifest(version)
+    promoted = False
+    if spec.promotion == "auto":
+        try:
+            store.promote(version, reason=f"retraining job {job_id}")
+            promoted = True
+            announce(client, settings, version)
+        except PromotionRefused as err:
+            log.info("job %s: %s", job_id, err)
+    _set_meta(job, phase="done", version=version, promoted=promoted)
+    return {"version": version, "promoted": promoted, "metrics": manifest.metrics}
+
+
+def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, settings: Settings, run_dir: Path) -> None:
+    _set_meta(job, phase="training")
+    seen = 0
+    while child.poll() is None:
+        time.sleep(1.0)
+        if job and client.exists(cancel_key(settings, job.id)):
+            _set_meta(job, phase="cancelled")
+            raise JobCancelled(f"job {job.id} was cancelled; nothing was published")
+        history = read_history(run_dir / "history.csv")
+        epochs = len(history.get("loss", []))
+        if epochs > seen:
+            seen = epochs
+            progress = [{"epoch": i + 1, **{k: v[i] for k, v in history.items()}} for i in range(epochs)]
+            _set_meta(job, progress=progress)
+
+
+def _set_meta(job: Job | None, **values: object) -> None:
+    if job is not None:
+        job.meta.update(values)
+        job.save_meta()
+
+
+def announce(client: redis.Redis, settings: Settings, version: str) -> None:
+    """Tell running workers a new version is live (they also poll the live pointer)."""
+    client.publish(settings.keys.model_channel, json.dumps({"version": version}))
+
+
+def run_trainer(settings: Settings, burst: bool = False) -> None:
+    """``emostream trainer``: a non-forking RQ worker on the training queue."""
+    client = redis.Redis.from_url(settings.redis_url)
+    SimpleWorker([Queue(QUEUE, connection=client)], connection=client).work(burst=burst, with_scheduler=False)
