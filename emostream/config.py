@@ -66,8 +66,12 @@ class Settings:
     detector: str = "haar"
     detect_width: int = 320
     """Faces are detected on the frame downscaled to this width; boxes are mapped back."""
+    metrics_host: str = "127.0.0.1"
+    """Address a worker's /metrics, /healthz and /readyz bind to (0.0.0.0 in containers)."""
     metrics_port: int = 0
     """Port of a worker's /metrics, /healthz and /readyz (0: any free port)."""
+    advertise_host: str = ""
+    """Address other hosts reach this process at (default: metrics_host, or this host's IP if 0.0.0.0)."""
     log_format: str = "text"
 
     @classmethod
@@ -116,6 +120,17 @@ class Settings:
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         return env
+
+    def advertised(self, bound: str) -> str:
+        """``host:port`` to register for a server bound at ``bound`` (``host:port``)."""
+        import socket
+
+        host, port = bound.rsplit(":", 1)
+        if self.advertise_host:
+            host = self.advertise_host
+        elif host in ("0.0.0.0", "::", ""):
+            host = socket.gethostbyname(socket.gethostname())
+        return f"{host}:{port}"
 
     @property
     def keys(self):

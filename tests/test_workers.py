@@ -142,10 +142,15 @@ def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_c
     _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
     results = _results(redis_client, keys.results("s"), 1)
     assert [r.seq for r in results] == [1]
+
+    def dropped(reason: str) -> float:
+        return worker.metrics.registry.get_sample_value("emostream_frames_dropped_total", {"reason": reason})
+
     deadline = time.monotonic() + 10
-    while worker.counts["dropped_malformed"] < 1 and time.monotonic() < deadline:
+    while dropped("malformed") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert worker.counts["dropped_stale"] == 1 and worker.counts["dropped_malformed"] == 1
+    assert dropped("stale") == 1 and dropped("malformed") == 1
+    assert worker.metrics.registry.get_sample_value("emostream_frames_processed_total") == 1
     assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
     beat = json.loads(redis_client.hget(keys.workers, worker.name))
     assert beat["model_version"] == results[0].model_version

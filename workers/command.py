@@ -28,25 +28,45 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, threads: int = 0, name: str | None = None) -> None:
-    """Serve frames from ``settings.redis_url`` until SIGTERM or SIGINT."""
+    """Serve frames from ``settings.redis_url`` until SIGTERM or SIGINT, with /metrics, /healthz, /readyz."""
     from workers.classify import LiveModel, configure_tensorflow
 
     configure_tensorflow(threads)
     import redis
 
+    from emostream.metrics import Metrics
+    from emostream.status_server import StatusServer
     from workers.detect import make_detector
     from workers.worker import Worker
 
+    client = redis.Redis.from_url(settings.redis_url)
+    metrics = Metrics()
+    model = LiveModel(settings.model_store())
+
+    def ready() -> str | None:
+        try:
+            client.ping()
+        except redis.RedisError as err:
+            return f"redis unreachable: {err}"
+        return None
+
+    status = StatusServer(metrics, ready, settings.metrics_host, settings.metrics_port).start()
     worker = Worker(
         settings,
-        redis.Redis.from_url(settings.redis_url),
+        client,
         make_detector(settings.detector, settings.detect_width),
-        LiveModel(settings.model_store()),
+        model,
         name,
+        metrics,
+        settings.advertised(status.address),
     )
+    log.info("worker %s: metrics on http://%s/metrics", worker.name, status.address)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        status.stop()
 
 
 def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,13 +16,13 @@ import logging
 import os
 import socket
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from threading import Event
 
 import redis
 
 from emostream.config import Settings
+from emostream.metrics import Metrics
 from ingest.wire import Frame, Result, WireError
 from workers.analysis import analyse
 from workers.classify import LiveModel
@@ -48,7 +48,14 @@ class Worker:
     """One consumer of the frames stream; run several on any hosts that reach Redis."""
 
     def __init__(
-        self, settings: Settings, client: redis.Redis, detector: Detector, model: LiveModel, name: str | None = None
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        detector: Detector,
+        model: LiveModel,
+        name: str | None = None,
+        metrics: Metrics | None = None,
+        metrics_address: str = "",
     ) -> None:
         self.settings = settings
         self.keys = settings.keys
@@ -56,7 +63,9 @@ class Worker:
         self.detector = detector
         self.model = model
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.counts: Counter[str] = Counter()
+        self.metrics = metrics or Metrics(process_collectors=False)
+        self.metrics_address = metrics_address
+        self.metrics.serve_model(model.classifier.version, model.classifier.architecture)
         self.stopping = Event()
 
     def ensure_group(self) -> None:
@@ -95,18 +104,20 @@ class Worker:
             if self.settings.batch_wait_ms == 0:
                 break
         batch.read_at = time.time()
-        batch.waited_s = time.monotonic() - first_at if first_at is not None else 0.0
+        if first_at is not None:
+            batch.waited_s = time.monotonic() - first_at
+            self.metrics.batch_wait.observe(batch.waited_s)
         return batch
 
     def _accept(self, batch: Batch, entry_id: bytes, fields: dict) -> None:
         try:
             frame = Frame.decode(fields)
         except WireError as err:
-            self.counts["dropped_malformed"] += 1
+            self.metrics.frames_dropped.labels(reason="malformed").inc()
             log.warning("dropping malformed frame %s: %s", entry_id.decode(), err)
             return
         if time.time() - frame.ts > self.settings.max_frame_age:
-            self.counts["dropped_stale"] += 1
+            self.metrics.frames_dropped.labels(reason="stale").inc()
             return
         batch.frames.append(frame)
 
@@ -136,7 +147,11 @@ class Worker:
                         {**timings, "queue_s": round(batch.read_at - frame.ts, 4)},
                     )
                 )
-            self.counts["faces_classified"] += analysis.batch_size
+            self.metrics.detection.observe(analysis.detect_s)
+            if analysis.batch_size:
+                self.metrics.inference.observe(analysis.classify_s)
+                self.metrics.batch_size.observe(analysis.batch_size)
+            self.metrics.faces_classified.inc(analysis.batch_size)
         pipe = self.redis.pipeline(transaction=False)
         for frame, result in zip(batch.frames, results, strict=True):
             pipe.xadd(frame.reply, result.encode(), maxlen=REPLY_MAXLEN, approximate=True)
@@ -145,8 +160,8 @@ class Worker:
             pipe.xack(self.keys.frames, self.keys.group, *batch.ids)
             pipe.xdel(self.keys.frames, *batch.ids)
         pipe.execute()
-        self.counts["frames_processed"] += len(results)
-        self.counts["results_published"] += len(results)
+        self.metrics.frames_processed.inc(len(results))
+        self.metrics.results_published.inc(len(results))
         return results
 
     def heartbeat(self) -> None:
@@ -155,9 +170,26 @@ class Worker:
             "name": self.name,
             "ts": time.time(),
             "model_version": self.model.classifier.version,
-            "counts": dict(self.counts),
+            "metrics": self.metrics_address,
+            "role": "worker",
         }
         self.redis.hset(self.keys.workers, self.name, json.dumps(beat))
+        self.measure_queue()
+
+    def measure_queue(self) -> None:
+        """Queue length and consumer-group lag / pending, for the gauges."""
+        self.metrics.queue_length.set(self.redis.xlen(self.keys.frames))
+        for group in self.redis.xinfo_groups(self.keys.frames):
+            if group["name"].decode() == self.keys.group:
+                self.metrics.consumer_lag.labels(kind="pending").set(group["pending"])
+                self.metrics.consumer_lag.labels(kind="undelivered").set(group.get("lag") or 0)
+
+    def refresh_model(self, force: bool) -> None:
+        """Follow the live pointer; count versions this worker refused to serve."""
+        refused = len(self.model.refused)
+        if self.model.refresh(force=force):
+            self.metrics.serve_model(self.model.classifier.version, self.model.classifier.architecture)
+        self.metrics.model_refused.inc(len(self.model.refused) - refused)
 
     def run(self) -> None:
         """Serve until :meth:`stop`; the batch in hand is finished and acknowledged first."""
@@ -169,7 +201,7 @@ class Worker:
         while not self.stopping.is_set():
             announced = notices.get_message(timeout=0) is not None
             if announced or time.monotonic() - last_beat >= HEARTBEAT_S:
-                self.model.refresh(force=announced)  # between batches: no frame is lost by a switch
+                self.refresh_model(force=announced)  # between batches: no frame is lost by a switch
                 self.heartbeat()
                 last_beat = time.monotonic()
             batch = self.read_batch()
@@ -177,7 +209,7 @@ class Worker:
                 self.process(batch)
         notices.close()
         self.redis.hdel(self.keys.workers, self.name)
-        log.info("worker %s stopped: %s", self.name, dict(self.counts))
+        log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
         self.stopping.set()
