@@ -43,6 +43,9 @@ class Metrics:
         )
         self.frames_sampled = Counter("emostream_frames_sampled", "Frames sampled and queued to Redis", registry=r)
         self.frames_dropped = Counter("emostream_frames_dropped", "Frames dropped, by reason", ["reason"], registry=r)
+        self.frames_reclaimed = Counter(
+            "emostream_frames_reclaimed", "Frames claimed from a dead or stuck worker's pending list", registry=r
+        )
         self.frames_processed = Counter("emostream_frames_processed", "Frames labelled by workers", registry=r)
         self.faces_classified = Counter("emostream_faces_classified", "Faces classified by workers", registry=r)
         self.results_published = Counter("emostream_results_published", "Results published by workers", registry=r)

@@ -209,3 +209,32 @@ def test_predict_cli_labels_image_files(clip, tmp_path):
     assert report["image"].endswith("frame.png") and report["faces"]
     for face in report["faces"]:
         assert any(iou(face["box"], t.box) > 0.5 for t in truth[0])
+
+
+def test_a_frame_reclaimed_from_a_stuck_worker_is_published_once(redis_server, redis_client, tmp_path):
+    settings = Settings(
+        redis_url=redis_server.url, model_store_root=tmp_path / "store", max_frame_age=60.0, batch_wait_ms=0
+    )
+    brightness_store(settings.model_store_root)
+    model = LiveModel(settings.model_store())
+    stuck = Worker(settings, redis_client, HaarDetector(320), model, name="stuck")
+    rescuer = Worker(settings, redis_client, HaarDetector(320), model, name="rescuer", claim_idle_ms=50)
+    stuck.ensure_group()
+    keys, reply = settings.keys, settings.keys.results("s")
+    face = np.full((96, 96), brightness(1), np.uint8)
+    for seq in range(3):
+        _push(redis_client, keys, Frame("s", seq, time.time(), face, reply))
+    held = stuck.read_batch(block_ms=100)
+    assert len(held.frames) == 3
+    time.sleep(0.2)
+    reclaimed = rescuer.reclaim()
+    assert [f.seq for f in reclaimed.frames] == [0, 1, 2]
+    rescuer.process(reclaimed)
+    stuck.process(held)  # the stuck worker wakes up: its answers must not be published again
+    published = redis_client.xrange(reply)
+    assert [Result.decode(fields).seq for _, fields in published] == [0, 1, 2]
+    assert {Result.decode(fields).worker for _, fields in published} == {"rescuer"}
+    assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0 and redis_client.xlen(keys.frames) == 0
+    reclaimed_total = rescuer.metrics.registry.get_sample_value("emostream_frames_reclaimed_total")
+    assert reclaimed_total == 3
+    assert stuck.metrics.registry.get_sample_value("emostream_results_published_total") == 0

@@ -7,8 +7,14 @@ One iteration:
 2. Decode; a malformed entry is counted and acknowledged (it can never succeed), a frame
    older than ``max_frame_age`` is dropped unprocessed and counted.
 3. Detect faces in every frame, crop them, classify all faces of the batch in one call.
-4. ``XADD`` each result to its frame's reply stream, then ``XACK`` + ``XDEL`` the batch, so the
-   stream's length is the backlog.
+4. In one Lua script (atomic): ``XACK`` each frame and, only if this ack was the one that
+   removed it from the pending list, ``XADD`` its result to the frame's reply stream; then
+   ``XDEL`` it, so the stream's length is the backlog. A frame is published at most once even
+   when a slow worker's frames were reclaimed by another.
+
+Every heartbeat a worker also ``XAUTOCLAIM``s frames pending longer than ``claim_idle`` in
+other consumers (a worker killed mid-batch): fresh ones are processed, stale ones acknowledged
+and counted, none is lost silently.
 """
 
 import json
@@ -23,7 +29,7 @@ import redis
 
 from emostream.config import Settings
 from emostream.metrics import Metrics
-from ingest.wire import Frame, Result, WireError
+from ingest.wire import WIRE_VERSION, Frame, Result, WireError
 from workers.analysis import analyse
 from workers.classify import LiveModel
 from workers.detect import Detector
@@ -35,11 +41,33 @@ HEARTBEAT_S = 1.0
 REPLY_TTL_S = 120
 """A reply stream nobody writes to for this long disappears (its producer is gone)."""
 
+PUBLISH_AND_ACK = """
+local published = 0
+local results = tonumber(ARGV[3])
+for i = 1, results do
+  local id = ARGV[3 + 2 * i - 1]
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
+    redis.call('XADD', KEYS[1 + i], 'MAXLEN', '~', ARGV[2], '*', 'v', ARGV[#ARGV], 'json', ARGV[3 + 2 * i])
+    redis.call('EXPIRE', KEYS[1 + i], ARGV[#ARGV - 1])
+    published = published + 1
+  end
+  redis.call('XDEL', KEYS[1], id)
+end
+for j = 4 + 2 * results, #ARGV - 2 do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[j])
+  redis.call('XDEL', KEYS[1], ARGV[j])
+end
+return published
+"""
+"""KEYS: frames, reply of each result. ARGV: group, maxlen, n, (id, json) x n, dropped ids..., ttl, version."""
+
 
 @dataclass
 class Batch:
     ids: list[bytes] = field(default_factory=list)
+    """Every entry read; those not in ``frame_ids`` are acknowledged without an answer."""
     frames: list[Frame] = field(default_factory=list)
+    frame_ids: list[bytes] = field(default_factory=list)
     read_at: float = 0.0
     waited_s: float = 0.0
 
@@ -56,6 +84,7 @@ class Worker:
         name: str | None = None,
         metrics: Metrics | None = None,
         metrics_address: str = "",
+        claim_idle_ms: int | None = None,
     ) -> None:
         self.settings = settings
         self.keys = settings.keys
@@ -66,6 +95,8 @@ class Worker:
         self.metrics = metrics or Metrics(process_collectors=False)
         self.metrics_address = metrics_address
         self.metrics.serve_model(model.classifier.version, model.classifier.architecture)
+        self.claim_idle_ms = claim_idle_ms or round(max(1.0, 2 * settings.max_frame_age) * 1000)
+        self._publish = client.register_script(PUBLISH_AND_ACK)
         self.stopping = Event()
 
     def ensure_group(self) -> None:
@@ -109,7 +140,7 @@ class Worker:
             self.metrics.batch_wait.observe(batch.waited_s)
         return batch
 
-    def _accept(self, batch: Batch, entry_id: bytes, fields: dict) -> None:
+    def _accept(self, batch: Batch, entry_id: bytes, fields: dict, stale_reason: str = "stale") -> None:
         try:
             frame = Frame.decode(fields)
         except WireError as err:
@@ -117,9 +148,25 @@ class Worker:
             log.warning("dropping malformed frame %s: %s", entry_id.decode(), err)
             return
         if time.time() - frame.ts > self.settings.max_frame_age:
-            self.metrics.frames_dropped.labels(reason="stale").inc()
+            self.metrics.frames_dropped.labels(reason=stale_reason).inc()
             return
         batch.frames.append(frame)
+        batch.frame_ids.append(entry_id)
+
+    def reclaim(self) -> Batch:
+        """Frames a dead (or stuck) worker left pending, claimed for this worker."""
+        batch = Batch(read_at=time.time())
+        _, entries, deleted = self.redis.xautoclaim(
+            self.keys.frames, self.keys.group, self.name, self.claim_idle_ms, "0-0", count=self.settings.batch_frames
+        )
+        for entry_id, fields in entries:
+            batch.ids.append(entry_id)
+            self._accept(batch, entry_id, fields or {}, stale_reason="reclaimed_stale")
+        if deleted:  # trimmed from the stream while pending: nothing left to process
+            self.redis.xack(self.keys.frames, self.keys.group, *deleted)
+            self.metrics.frames_dropped.labels(reason="reclaimed_stale").inc(len(deleted))
+        self.metrics.frames_reclaimed.inc(len(entries))
+        return batch
 
     def process(self, batch: Batch) -> list[Result]:
         """Label the batch's fresh frames, publish their results and acknowledge every entry."""
@@ -152,16 +199,20 @@ class Worker:
                 self.metrics.inference.observe(analysis.classify_s)
                 self.metrics.batch_size.observe(analysis.batch_size)
             self.metrics.faces_classified.inc(analysis.batch_size)
-        pipe = self.redis.pipeline(transaction=False)
-        for frame, result in zip(batch.frames, results, strict=True):
-            pipe.xadd(frame.reply, result.encode(), maxlen=REPLY_MAXLEN, approximate=True)
-            pipe.expire(frame.reply, REPLY_TTL_S)
-        if batch.ids:
-            pipe.xack(self.keys.frames, self.keys.group, *batch.ids)
-            pipe.xdel(self.keys.frames, *batch.ids)
-        pipe.execute()
+        answered = set(batch.frame_ids)
+        dropped = [i for i in batch.ids if i not in answered]
+        args: list = [self.keys.group, REPLY_MAXLEN, len(results)]
+        for entry_id, result in zip(batch.frame_ids, results, strict=True):
+            args += [entry_id, result.encode()["json"]]
+        published = self._publish(
+            keys=[self.keys.frames, *(f.reply for f in batch.frames)], args=[*args, *dropped, REPLY_TTL_S, WIRE_VERSION]
+        )
         self.metrics.frames_processed.inc(len(results))
-        self.metrics.results_published.inc(len(results))
+        self.metrics.results_published.inc(published)
+        if published < len(results):
+            log.warning(
+                "%d frame(s) were answered by another worker first; not published twice", len(results) - published
+            )
         return results
 
     def heartbeat(self) -> None:
@@ -204,6 +255,9 @@ class Worker:
                 self.refresh_model(force=announced)  # between batches: no frame is lost by a switch
                 self.heartbeat()
                 last_beat = time.monotonic()
+                reclaimed = self.reclaim()
+                if reclaimed.ids:
+                    self.process(reclaimed)
             batch = self.read_batch()
             if batch.ids:
                 self.process(batch)
