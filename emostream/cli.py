@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from emostream import logs
@@ -172,6 +173,15 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
         manifest = publish_run(store, args.run_dir, promote=args.promote, force=args.force)
         print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
+    elif args.action == "shadow":
+        import redis
+
+        from training.shadow import compare, sampled_faces
+
+        if not settings.redis_url:
+            raise ValueError("REDIS_URL is not set: the live face sample is in the shared Redis")
+        raw = redis.Redis.from_url(settings.redis_url).lrange(settings.keys.face_sample, 0, -1)
+        print(json.dumps(compare(store, args.version, sampled_faces(raw), args.against)))
     elif args.action == "promote":
         store.promote(args.version, force=args.force, reason="cli")
         _announce(settings, args.version)
@@ -205,6 +215,9 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if less accurate than live")
     actions.add_parser("rollback", help="make the previously live version live again")
+    shadow = actions.add_parser("shadow", help="compare a version with the live one on recent live faces (JSON)")
+    shadow.add_argument("version")
+    shadow.add_argument("--against", help="reference version (default: the live one)")
     publish = actions.add_parser("publish", help="publish a training run's best model")
     publish.add_argument("run_dir", help="run directory of `emostream train` (finished or not)")
     publish.add_argument("--promote", action="store_true", help="make it the live version")
@@ -222,12 +235,24 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    with EmbeddedStack(settings, workers=args.workers or 0, gateway=True) as stack:
+    with EmbeddedStack(settings, workers=args.workers or 0, gateway=True) as stack, ExitStack() as extras:
         print(
             f"emostream is up: open http://{settings.host}:{settings.port}/  (Redis {stack.settings.redis_url}, "
             f"{len(stack.children) - 1} worker(s); Ctrl-C stops)",
             flush=True,
         )
+        if args.prometheus:
+            import tempfile
+
+            from emostream.prometheus import start_prometheus
+
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+            data_dir = extras.enter_context(tempfile.TemporaryDirectory(prefix="emostream-prometheus-"))
+            prometheus = start_prometheus(f"http://{host}:{settings.port}", args.prometheus, data_dir)
+            extras.callback(prometheus.wait, 20)
+            extras.callback(prometheus.terminate)
+            stack.children["prometheus"] = prometheus
+            print(f"Prometheus: http://127.0.0.1:{args.prometheus}/", flush=True)
         while not stopping.wait(1.0):
             dead = stack.dead_children()
             if dead:
@@ -241,6 +266,14 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="gateway address (default 127.0.0.1; EMOSTREAM_HOST)")
     p.add_argument("--port", type=int, help="gateway port (default 8080; EMOSTREAM_PORT)")
     p.add_argument("--workers", type=int, help="worker processes (default: as many as fit the cores)")
+    p.add_argument(
+        "--prometheus",
+        nargs="?",
+        const=9090,
+        type=int,
+        metavar="PORT",
+        help="also run a local Prometheus (deploy/prometheus/ config) on PORT (default 9090); needs `prometheus`",
+    )
     p.set_defaults(func=_cmd_up)
 
 

@@ -73,6 +73,8 @@ class Settings:
     advertise_host: str = ""
     """Address other hosts reach this process at (default: metrics_host, or this host's IP if 0.0.0.0)."""
     log_format: str = "text"
+    shadow_sample: int = 0
+    """Recent live face crops workers keep in Redis for shadow evaluation of candidates (0: none)."""
     feedback: int = 0
     """The operator's consent switch: 1 stores users' label corrections (face crop + label), 0 stores nothing."""
     feedback_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "feedback")

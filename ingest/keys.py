@@ -29,3 +29,8 @@ class Keys:
     def workers(self) -> str:
         """Hash of live processes' metrics endpoints, refreshed by heartbeats."""
         return f"{self.prefix}:workers"
+
+    @property
+    def face_sample(self) -> str:
+        """A capped list of recent live 48x48 face crops, kept only when shadow sampling is on."""
+        return f"{self.prefix}:face-sample"

@@ -9,12 +9,14 @@ import time
 
 import numpy as np
 import pytest
+import redis
 from factories import REPO, brightness, brightness_model, copy_fer_subset
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
 from model_store import Manifest, ModelStore
 from model_store.store import new_version_id
+from training.data import load_folder
 from training.jobs import announce
 from workers.classify import LiveModel
 from workers.detect import HaarDetector
@@ -75,10 +77,20 @@ def trainer_env(redis_server, tmp_path):
 def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_fer):
     store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     before = store.live_version()
-    done = cli("retrain", "--data", str(tiny_fer), "--epochs", "2", "--limit", "140", "--wait", env=trainer_env)
+    live_faces = load_folder(tiny_fer / "validation").images[:12]  # what workers sample with shadow_sample on
+    redis.Redis.from_url(trainer_env["REDIS_URL"]).lpush(
+        Settings().keys.face_sample, *[f.tobytes() for f in live_faces]
+    )
+    done = cli(
+        "retrain", "--data", str(tiny_fer), "--epochs", "2", "--limit", "140", "--shadow", "--wait", env=trainer_env
+    )
     assert done.returncode == 0, done.stderr
     view = json.loads(done.stdout.splitlines()[-1])
     assert view["status"] == "finished" and view["promoted"] is True
+    shadow = view["shadow"]
+    assert shadow["faces"] == 12 and shadow["reference"] == before and shadow["candidate"] == view["version"]
+    assert 0.0 <= shadow["agreement"] <= 1.0
+    assert sum(shadow["candidate_scores"]["label_share"].values()) == pytest.approx(1.0, abs=1e-3)
     assert [p["epoch"] for p in view["progress"]] == [1, 2]
     assert all("val_accuracy" in p for p in view["progress"])
     assert "epoch 2/2" in done.stderr

@@ -132,6 +132,19 @@ def test_worker_batches_across_streams_and_answers_each_on_its_reply_stream(work
             assert face.label in face.scores and abs(sum(face.scores.values()) - 1) < 1e-3
     assert redis_client.xlen(keys.frames) == 0
     assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
+    assert not redis_client.exists(keys.face_sample)  # shadow sampling is off by default: no faces kept
+
+
+def test_shadow_sampling_keeps_a_capped_list_of_face_crops(worker, redis_client, clip):
+    frames, _ = clip
+    worker.settings = worker.settings.replace(shadow_sample=3)
+    keys = worker.keys
+    for seq in range(4):  # one frame (two faces) per batch: 8 crops offered, 3 kept
+        gray = cv2.cvtColor(frames[seq], cv2.COLOR_BGR2GRAY)
+        _push(redis_client, keys, Frame("cam", seq, time.time(), gray, keys.results("cam")))
+        _results(redis_client, keys.results("cam"), seq + 1)
+    sample = redis_client.lrange(keys.face_sample, 0, -1)
+    assert len(sample) == 3 and all(len(face) == 48 * 48 for face in sample)
 
 
 def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_client):

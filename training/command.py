@@ -59,6 +59,7 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         extra_train=args.extra_train,
         init_from_live=args.init_from_live,
         promotion=args.promotion,
+        shadow=args.shadow,
         timeout_s=args.timeout,
     )
     client = _client(settings)
@@ -114,6 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="auto: promote if better than live on validation",
     )
     p.add_argument("--timeout", type=int, default=6 * 3600, help="job timeout in seconds")
+    p.add_argument("--shadow", action="store_true", help="compare with the live model on live faces first")
     p.add_argument("--wait", action="store_true", help="follow progress until the job ends")
     p.set_defaults(func=_cmd_retrain)
 

@@ -51,6 +51,8 @@ class RetrainSpec:
     extra_train: list[str] = field(default_factory=list)
     init_from_live: bool = False
     """Fine-tune from the live model (its version becomes the parent) instead of from scratch."""
+    shadow: bool = False
+    """Before promotion, compare the candidate with the live model on the workers' live face sample."""
     promotion: str = "auto"
     """auto: promote when more accurate than live on validation; manual: publish only."""
     timeout_s: int = 6 * 3600
@@ -121,6 +123,7 @@ def describe(job: Job) -> dict:
         "phase": job.meta.get("phase"),
         "version": job.meta.get("version"),
         "promoted": job.meta.get("promoted"),
+        "shadow": job.meta.get("shadow"),
         "error": job.meta.get("error")
         or _last_line(job.latest_result().exc_string if job.latest_result() and job.is_failed else None),
     }
@@ -196,6 +199,8 @@ def run_job(raw_spec: dict, env: dict[str, str]) -> dict:
         raise RuntimeError(f"training exited with status {child.returncode}: {errors[-1]}")
     version = next(line.split()[1] for line in reversed(output) if line.startswith("published "))
     manifest = store.manifest(version)
+    if spec.shadow:
+        _set_meta(job, phase="shadow", shadow=_shadow(version, env))
     promoted = False
     if spec.promotion == "auto":
         try:
@@ -206,6 +211,20 @@ def run_job(raw_spec: dict, env: dict[str, str]) -> dict:
             log.info("job %s: %s", job_id, err)
     _set_meta(job, phase="done", version=version, promoted=promoted)
     return {"version": version, "promoted": promoted, "metrics": manifest.metrics}
+
+
+def _shadow(version: str, env: dict[str, str]) -> dict:
+    """Run ``emostream models shadow`` in a child (TensorFlow stays out of this process)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "emostream.cli", "models", "shadow", version],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "shadow run failed"}
+    return json.loads(done.stdout)
 
 
 def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, settings: Settings, run_dir: Path) -> None:

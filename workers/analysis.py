@@ -18,6 +18,8 @@ class Analysis:
     detect_s: float
     classify_s: float
     batch_size: int
+    crops: np.ndarray
+    """Every face of the batch, 48x48, in the order classified."""
 
 
 def analyse(grays: list[np.ndarray], scales: list[float], detector: Detector, classifier: Classifier) -> Analysis:
@@ -26,7 +28,8 @@ def analyse(grays: list[np.ndarray], scales: list[float], detector: Detector, cl
     boxes: list[list[Box]] = [detector.detect(gray) for gray in grays]
     crops = [crop_faces(gray, frame_boxes) for gray, frame_boxes in zip(grays, boxes, strict=True)]
     detected = time.perf_counter()
-    scores = classifier(np.concatenate(crops)) if crops else np.zeros((0, 7), np.float32)
+    faces_in = np.concatenate(crops) if crops else np.zeros((0, 48, 48), np.uint8)
+    scores = classifier(faces_in)
     classified = time.perf_counter()
     faces, start = [], 0
     for frame_boxes, scale in zip(boxes, scales, strict=True):
@@ -35,4 +38,4 @@ def analyse(grays: list[np.ndarray], scales: list[float], detector: Detector, cl
             frame_faces.append(Face.from_scores([round(v * scale) for v in box], scores[start]))
             start += 1
         faces.append(frame_faces)
-    return Analysis(faces, detected - started, classified - detected, len(scores))
+    return Analysis(faces, detected - started, classified - detected, len(scores), faces_in)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from threading import Event
 
+import numpy as np
 import redis
 
 from emostream.config import Settings
@@ -199,6 +200,8 @@ class Worker:
                 self.metrics.inference.observe(analysis.classify_s)
                 self.metrics.batch_size.observe(analysis.batch_size)
             self.metrics.faces_classified.inc(analysis.batch_size)
+            if self.settings.shadow_sample and analysis.batch_size:
+                self.sample_faces(analysis.crops)
         answered = set(batch.frame_ids)
         dropped = [i for i in batch.ids if i not in answered]
         args: list = [self.keys.group, REPLY_MAXLEN, len(results)]
@@ -214,6 +217,14 @@ class Worker:
                 "%d frame(s) were answered by another worker first; not published twice", len(results) - published
             )
         return results
+
+    def sample_faces(self, crops: np.ndarray, per_batch: int = 2) -> None:
+        """Keep a few recent faces (capped list) for shadow evaluation of candidate models."""
+        pipe = self.redis.pipeline(transaction=False)
+        for crop in crops[:per_batch]:
+            pipe.lpush(self.keys.face_sample, crop.tobytes())
+        pipe.ltrim(self.keys.face_sample, 0, self.settings.shadow_sample - 1)
+        pipe.execute()
 
     def heartbeat(self) -> None:
         """Register this worker (and its model version) in the workers hash; readers ignore stale entries."""
