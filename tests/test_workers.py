@@ -251,3 +251,33 @@ def test_a_frame_reclaimed_from_a_stuck_worker_is_published_once(redis_server, r
     reclaimed_total = rescuer.metrics.registry.get_sample_value("emostream_frames_reclaimed_total")
     assert reclaimed_total == 3
     assert stuck.metrics.registry.get_sample_value("emostream_results_published_total") == 0
+
+
+def test_worker_survives_a_redis_restart(redis_server, tmp_path):
+    import redis
+
+    settings = Settings(redis_url=redis_server.url, model_store_root=tmp_path / "store", max_frame_age=30.0)
+    brightness_store(settings.model_store_root)
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    worker = Worker(settings, client, HaarDetector(320), LiveModel(settings.model_store()))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    keys, reply = settings.keys, settings.keys.results("s")
+    face = np.full((96, 96), brightness(4), np.uint8)
+    _push(client, keys, Frame("s", 0, time.time(), face, reply))
+    assert [r.seq for r in _results(client, reply, 1)] == [0]
+    redis_server.stop()  # an outage: the data (and the consumer group) are gone
+    time.sleep(1.0)
+    redis_server.start()
+    deadline = time.monotonic() + 60
+    answered: list[Result] = []
+    while not answered and time.monotonic() < deadline:
+        try:
+            _push(client, keys, Frame("s", 1, time.time(), face, reply))
+            answered = _results(client, reply, 1, timeout=3)
+        except redis.ConnectionError:
+            time.sleep(0.5)
+    worker.stop()
+    thread.join(15)
+    assert [r.seq for r in answered][:1] == [1]
+    assert not thread.is_alive()

@@ -17,6 +17,7 @@ other consumers (a worker killed mid-batch): fresh ones are processed, stale one
 and counted, none is lost silently.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 REPLY_MAXLEN = 1000
 HEARTBEAT_S = 1.0
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 5.0
 REPLY_TTL_S = 120
 """A reply stream nobody writes to for this long disappears (its producer is gone)."""
 
@@ -254,27 +256,51 @@ class Worker:
         self.metrics.model_refused.inc(len(self.model.refused) - refused)
 
     def run(self) -> None:
-        """Serve until :meth:`stop`; the batch in hand is finished and acknowledged first."""
+        """Serve until :meth:`stop`; the batch in hand is finished and acknowledged first.
+
+        A lost Redis connection (an outage, a restart) is retried with capped exponential
+        backoff; a restarted Redis without the consumer group gets it back.
+        """
+        log.info("worker %s serving model %s", self.name, self.model.classifier.version)
+        backoff = RECONNECT_MIN_S
+        while not self.stopping.is_set():
+            try:
+                self._serve()
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.name, err, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(RECONNECT_MAX_S, backoff * 2)
+                continue
+            except redis.ResponseError as err:
+                if "NOGROUP" not in str(err):
+                    raise
+                log.warning("worker %s: consumer group gone (Redis restarted?); recreating it", self.name)
+                continue
+            backoff = RECONNECT_MIN_S
+        with contextlib.suppress(redis.RedisError):
+            self.redis.hdel(self.keys.workers, self.name)
+        log.info("worker %s stopped", self.name)
+
+    def _serve(self) -> None:
         self.ensure_group()
         notices = self.redis.pubsub(ignore_subscribe_messages=True)
         notices.subscribe(self.keys.model_channel)
-        log.info("worker %s serving model %s", self.name, self.model.classifier.version)
         last_beat = 0.0
-        while not self.stopping.is_set():
-            announced = notices.get_message(timeout=0) is not None
-            if announced or time.monotonic() - last_beat >= HEARTBEAT_S:
-                self.refresh_model(force=announced)  # between batches: no frame is lost by a switch
-                self.heartbeat()
-                last_beat = time.monotonic()
-                reclaimed = self.reclaim()
-                if reclaimed.ids:
-                    self.process(reclaimed)
-            batch = self.read_batch()
-            if batch.ids:
-                self.process(batch)
-        notices.close()
-        self.redis.hdel(self.keys.workers, self.name)
-        log.info("worker %s stopped", self.name)
+        try:
+            while not self.stopping.is_set():
+                announced = notices.get_message(timeout=0) is not None
+                if announced or time.monotonic() - last_beat >= HEARTBEAT_S:
+                    self.refresh_model(force=announced)  # between batches: no frame is lost by a switch
+                    self.heartbeat()
+                    last_beat = time.monotonic()
+                    reclaimed = self.reclaim()
+                    if reclaimed.ids:
+                        self.process(reclaimed)
+                batch = self.read_batch()
+                if batch.ids:
+                    self.process(batch)
+        finally:
+            notices.close()
 
     def stop(self) -> None:
         self.stopping.set()
