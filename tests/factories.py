@@ -7,6 +7,8 @@ import keras
 import numpy as np
 
 from emostream.labels import EMOTIONS
+from model_store import Manifest, ModelStore
+from model_store.store import new_version_id
 
 REPO = Path(__file__).resolve().parent.parent
 FER_ROOT = REPO.parent / "shared" / "datasets" / "fer2013"
@@ -69,3 +71,22 @@ def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 def pixels(level: int) -> str:
     return " ".join([str(level)] * 48 * 48)
+
+
+def publish_brightness(store: ModelStore, accuracy: float = 0.5, **fields) -> str:
+    """Publish :func:`brightness_model` as a new version with this validation accuracy; its id."""
+    manifest = Manifest(
+        version=new_version_id("brightness"),
+        architecture="brightness",
+        created_at="2026-11-24T00:00:00+00:00",
+        metrics={"validation_accuracy": accuracy},
+        **fields,
+    )
+    return store.publish(brightness_model(), manifest).version
+
+
+def brightness_store(root: Path, accuracy: float = 0.5) -> ModelStore:
+    """A store whose live version is :func:`brightness_model`."""
+    store = ModelStore(root)
+    store.promote(publish_brightness(store, accuracy), force=True)
+    return store

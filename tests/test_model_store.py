@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import REPO, brightness, brightness_model
+from factories import REPO, brightness, brightness_model, publish_brightness
 
 from model_store import (
     CorruptVersion,
@@ -22,23 +22,12 @@ from model_store import (
     UnknownVersion,
 )
 from model_store.manifest import MODEL_FILE
-from model_store.store import BUNDLED, new_version_id
-
-
-def publish(store: ModelStore, accuracy: float, **fields) -> str:
-    manifest = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="2026-11-24T00:00:00+00:00",
-        metrics={"validation_accuracy": accuracy},
-        **fields,
-    )
-    return store.publish(brightness_model(), manifest).version
+from model_store.store import BUNDLED
 
 
 def test_publish_then_load_gives_the_same_model(tmp_path):
     store = ModelStore(tmp_path)
-    version = publish(store, 0.5, parent="earlier-version")
+    version = publish_brightness(store, 0.5, parent="earlier-version")
     loaded = store.load(version)
     faces = np.full((1, 48, 48, 1), brightness(3), np.float32)
     assert loaded.model(faces).numpy().argmax() == 3
@@ -51,7 +40,7 @@ def test_publish_then_load_gives_the_same_model(tmp_path):
 
 def test_no_live_model_is_a_clear_error(tmp_path):
     store = ModelStore(tmp_path)
-    publish(store, 0.5)
+    publish_brightness(store, 0.5)
     assert store.live_version() is None
     with pytest.raises(UnknownVersion, match="no live model"):
         store.load()
@@ -63,7 +52,7 @@ def test_no_live_model_is_a_clear_error(tmp_path):
 
 def test_promotion_policy_and_rollback(tmp_path):
     store = ModelStore(tmp_path)
-    good, worse, better = publish(store, 0.6), publish(store, 0.5), publish(store, 0.7)
+    good, worse, better = publish_brightness(store, 0.6), publish_brightness(store, 0.5), publish_brightness(store, 0.7)
     store.promote(good)
     assert store.load().version == good
     with pytest.raises(PromotionRefused, match="below live"):
@@ -81,7 +70,7 @@ def test_promotion_policy_and_rollback(tmp_path):
 
 def test_a_flipped_byte_fails_the_checksum(tmp_path):
     store = ModelStore(tmp_path)
-    version = publish(store, 0.5)
+    version = publish_brightness(store, 0.5)
     store.promote(version)
     model_file = store.path(version) / MODEL_FILE
     data = bytearray(model_file.read_bytes())
@@ -96,10 +85,10 @@ def test_a_flipped_byte_fails_the_checksum(tmp_path):
 
 def test_incompatible_versions_are_refused(tmp_path):
     store = ModelStore(tmp_path)
-    other_classes = publish(store, 0.5, classes=["a", "b"])
+    other_classes = publish_brightness(store, 0.5, classes=["a", "b"])
     with pytest.raises(IncompatibleVersion, match="classes"):
         store.load(other_classes)
-    future = publish(store, 0.5, format=99)
+    future = publish_brightness(store, 0.5, format=99)
     with pytest.raises(IncompatibleVersion, match="format 99"):
         store.promote(future)
 
@@ -134,7 +123,7 @@ def test_crash_mid_publish_leaves_no_visible_version(tmp_path):
 
 def test_publishing_an_existing_version_is_refused(tmp_path):
     store = ModelStore(tmp_path)
-    version = publish(store, 0.5)
+    version = publish_brightness(store, 0.5)
     manifest = Manifest(version=version, architecture="brightness", created_at="now")
     with pytest.raises(ModelStoreError, match="already exists"):
         store.publish(brightness_model(), manifest)
@@ -142,12 +131,12 @@ def test_publishing_an_existing_version_is_refused(tmp_path):
 
 def test_an_empty_default_store_receives_the_bundled_model(tmp_path):
     source = ModelStore(tmp_path / "bundle")
-    version = publish(source, 0.6)
+    version = publish_brightness(source, 0.6)
     (tmp_path / "bundle" / "LIVE").write_text(version + "\n")
     store = ModelStore.open_default(tmp_path / "store", bundled=tmp_path / "bundle")
     assert store.live_version() == version
     assert store.load().manifest.metrics == {"validation_accuracy": 0.6}
-    other = publish(store, 0.7)
+    other = publish_brightness(store, 0.7)
     store.promote(other)
     assert ModelStore.open_default(tmp_path / "store", bundled=tmp_path / "bundle").live_version() == other
 

@@ -10,12 +10,10 @@ import time
 import numpy as np
 import pytest
 import redis
-from factories import REPO, brightness, brightness_model, copy_fer_subset
+from factories import REPO, brightness, brightness_store, copy_fer_subset, publish_brightness
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
-from model_store import Manifest, ModelStore
-from model_store.store import new_version_id
 from training.data import load_folder
 from training.jobs import announce
 from workers.classify import LiveModel
@@ -29,19 +27,6 @@ def tiny_fer(tmp_path_factory):
     copy_fer_subset(root / "train", "train", per_class=20)
     copy_fer_subset(root / "validation", "validation", per_class=8)
     return root
-
-
-def seeded_store(root, accuracy: float) -> ModelStore:
-    store = ModelStore(root)
-    manifest = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": accuracy},
-    )
-    store.publish(brightness_model(), manifest)
-    store.promote(manifest.version, force=True)
-    return store
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -75,7 +60,7 @@ def trainer_env(redis_server, tmp_path):
 
 
 def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_fer):
-    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     before = store.live_version()
     live_faces = load_folder(tiny_fer / "validation").images[:12]  # what workers sample with shadow_sample on
     redis.Redis.from_url(trainer_env["REDIS_URL"]).lpush(
@@ -102,7 +87,7 @@ def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_f
 
 
 def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
-    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     live = store.live_version()
     done = cli(
         "retrain",
@@ -123,7 +108,7 @@ def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
 
 
 def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_env, tmp_path):
-    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     done = cli("retrain", "--data", str(tmp_path / "no-such-data"), "--epochs", "1", "--wait", env=trainer_env)
     assert done.returncode == 1
     view = json.loads(done.stdout.splitlines()[-1])
@@ -133,7 +118,7 @@ def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_e
 
 
 def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fer):
-    store = seeded_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     job_id = cli("retrain", "--data", str(tiny_fer), "--epochs", "200", "--limit", "70", env=trainer_env).stdout.strip()
     deadline = time.monotonic() + 300
     while json.loads(cli("jobs", "show", job_id, env=trainer_env).stdout)["progress"] == []:
@@ -154,27 +139,21 @@ def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fe
 
 def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis_server, redis_client, tmp_path):
     settings = Settings(redis_url=redis_server.url, model_store_root=tmp_path / "store", max_frame_age=60.0)
-    store = seeded_store(settings.model_store_root, accuracy=0.5)
+    store = brightness_store(settings.model_store_root, accuracy=0.5)
     old = store.live_version()
     worker = Worker(settings, redis_client, HaarDetector(320), LiveModel(store, check_interval=3600))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     keys, reply = settings.keys, settings.keys.results("cam")
     face = np.full((96, 96), brightness(2), np.uint8)
-    newer = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": 0.9},
-    )
-    store.publish(brightness_model(), newer)
+    newer = publish_brightness(store, 0.9)
     seen: list[Result] = []
     last = "0"
     for seq in range(40):
         redis_client.xadd(keys.frames, Frame("cam", seq, time.time(), face, reply).encode())
         if seq == 20:
-            store.promote(newer.version)
-            announce(redis_client, settings, newer.version)
+            store.promote(newer)
+            announce(redis_client, settings, newer)
         for _, entries in redis_client.xread({reply: last}, block=50) or []:
             for entry_id, fields in entries:
                 seen.append(Result.decode(fields))
@@ -190,6 +169,6 @@ def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis
     thread.join(10)
     assert [r.seq for r in seen] == list(range(40))
     versions = [r.model_version for r in seen]
-    assert versions[0] == old and versions[-1] == newer.version
-    switch = versions.index(newer.version)
-    assert set(versions[:switch]) == {old} and set(versions[switch:]) == {newer.version}
+    assert versions[0] == old and versions[-1] == newer
+    switch = versions.index(newer)
+    assert set(versions[:switch]) == {old} and set(versions[switch:]) == {newer}

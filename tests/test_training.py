@@ -8,10 +8,9 @@ import sys
 
 import cv2
 import pytest
-from factories import REPO, brightness, brightness_model, copy_fer_subset, flat, write_faces
+from factories import REPO, brightness, brightness_store, copy_fer_subset, flat, publish_brightness, write_faces
 
-from model_store import Manifest, ModelStore
-from model_store.store import new_version_id
+from model_store import ModelStore
 from training.pipeline import Augmentation
 from training.train import TrainConfig, train
 
@@ -126,16 +125,7 @@ def test_cli_reports_bad_data_clearly(tmp_path):
 
 
 def _known_answer_store(tmp_path) -> dict[str, str]:
-    store = ModelStore(tmp_path / "store")
-    manifest = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": 0.5},
-    )
-    store.publish(brightness_model(), manifest)
-    store.promote(manifest.version)
-    return {"EMOSTREAM_MODEL_STORE": str(store.root)}
+    return {"EMOSTREAM_MODEL_STORE": str(brightness_store(tmp_path / "store").root)}
 
 
 def test_evaluate_json_gives_the_known_answers(tmp_path):
@@ -181,18 +171,12 @@ def test_models_cli_promote_refusal_and_rollback(tmp_path):
     env = _known_answer_store(tmp_path)
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     first = store.live_version()
-    worse = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": 0.1},
-    )
-    store.publish(brightness_model(), worse)
-    refused = emostream("models", "promote", worse.version, env=env)
+    worse = publish_brightness(store, 0.1)
+    refused = emostream("models", "promote", worse, env=env)
     assert refused.returncode == 2 and "below live" in refused.stderr
-    assert emostream("models", "promote", worse.version, "--force", env=env).returncode == 0
+    assert emostream("models", "promote", worse, "--force", env=env).returncode == 0
     shown = json.loads(emostream("models", "show", "--json", env=env).stdout)
-    assert shown["version"] == worse.version and shown["live"] is True
+    assert shown["version"] == worse and shown["live"] is True
     assert emostream("models", "rollback", env=env).stdout.strip() == f"live: {first}"
     listing = emostream("models", "list", env=env).stdout
     assert f"* {first}" in listing and "val_acc=0.1000" in listing

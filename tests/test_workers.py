@@ -10,30 +10,15 @@ import cv2
 import numpy as np
 import pytest
 from clips import iou, make_clip, validation_faces
-from factories import REPO, brightness, brightness_model
+from factories import REPO, brightness, brightness_store, publish_brightness
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
-from model_store import Manifest, ModelStore
-from model_store.store import new_version_id
 from workers.analysis import analyse
 from workers.classify import Classifier, LiveModel
 from workers.crop import crop_face
 from workers.detect import HaarDetector
 from workers.worker import Worker
-
-
-def brightness_store(root, accuracy: float = 0.5) -> ModelStore:
-    store = ModelStore(root)
-    manifest = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": accuracy},
-    )
-    store.publish(brightness_model(), manifest)
-    store.promote(manifest.version, force=True)
-    return store
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +141,15 @@ def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_c
     results = _results(redis_client, keys.results("s"), 1)
     assert [r.seq for r in results] == [1]
 
-    def dropped(reason: str) -> float:
-        return worker.metrics.registry.get_sample_value("emostream_frames_dropped_total", {"reason": reason})
+    def sample(name: str, **labels: str) -> float:
+        return worker.metrics.registry.get_sample_value(name, labels) or 0.0
 
-    deadline = time.monotonic() + 10
-    while dropped("malformed") < 1 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10  # the counters move just after the answer is published
+    while sample("emostream_frames_processed_total") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert dropped("stale") == 1 and dropped("malformed") == 1
-    assert worker.metrics.registry.get_sample_value("emostream_frames_processed_total") == 1
+    assert sample("emostream_frames_dropped_total", reason="stale") == 1
+    assert sample("emostream_frames_dropped_total", reason="malformed") == 1
+    assert sample("emostream_frames_processed_total") == 1
     assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
     beat = json.loads(redis_client.hget(keys.workers, worker.name))
     assert beat["model_version"] == results[0].model_version
@@ -173,27 +159,15 @@ def test_live_model_follows_promotions_and_refuses_corrupt_versions(tmp_path):
     store = brightness_store(tmp_path)
     live = LiveModel(store)
     first = live.classifier.version
-    newer = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": 0.9},
-    )
-    store.publish(brightness_model(), newer)
-    store.promote(newer.version)
-    assert live.refresh(force=True) and live.classifier.version == newer.version
-    broken = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": 0.95},
-    )
-    store.publish(brightness_model(), broken)
-    store.promote(broken.version)
-    (store.path(broken.version) / "model.keras").write_bytes(b"not a model")
+    newer = publish_brightness(store, 0.9)
+    store.promote(newer)
+    assert live.refresh(force=True) and live.classifier.version == newer
+    broken = publish_brightness(store, 0.95)
+    store.promote(broken)
+    (store.path(broken) / "model.keras").write_bytes(b"not a model")
     assert not live.refresh(force=True)
-    assert live.classifier.version == newer.version and broken.version in live.refused
-    assert first != newer.version
+    assert live.classifier.version == newer and broken in live.refused
+    assert first != newer
 
 
 def test_predict_cli_labels_image_files(clip, tmp_path):
