@@ -241,12 +241,17 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             f"{len(stack.children) - 1} worker(s); Ctrl-C stops)",
             flush=True,
         )
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        print(
+            f"metrics: http://{host}:{settings.port}/metrics; every process's metrics address (Prometheus "
+            f"http_sd_configs): http://{host}:{settings.port}/api/targets",
+            flush=True,
+        )
         if args.prometheus:
             import tempfile
 
             from emostream.prometheus import start_prometheus
 
-            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
             data_dir = extras.enter_context(tempfile.TemporaryDirectory(prefix="emostream-prometheus-"))
             prometheus = start_prometheus(f"http://{host}:{settings.port}", args.prometheus, data_dir)
             extras.callback(prometheus.wait, 20)

@@ -120,9 +120,10 @@ class Settings:
         env = {
             f"EMOSTREAM_{f.name.upper()}": str(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name not in ("model_store_root", "redis_url")
+            if f.name not in ("model_store_root", "runs_dir", "redis_url")
         }
         env["EMOSTREAM_MODEL_STORE"] = str(self.model_store_root)
+        env["EMOSTREAM_RUNS"] = str(self.runs_dir)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         return env

@@ -28,6 +28,13 @@ DROP_REASONS = (
     "reclaimed_stale",  # worker: a dead worker's pending frame, too old once reclaimed
 )
 
+RESULT_OUTCOMES = (
+    "delivered",  # gateway: sent to the browser on the stream's data channel
+    "unknown_stream",  # gateway: the stream is closed (or another gateway's)
+    "malformed",  # gateway: a reply-stream entry that does not decode
+    "undeliverable",  # gateway: the browser's data channel is not open or is backed up
+)
+
 
 class Metrics:
     """The series on one registry (a process's own, or a private one for tests)."""
@@ -80,6 +87,13 @@ class Metrics:
             "emostream_model_info", "The model version being served (value 1)", ["version", "architecture"], registry=r
         )
         self.model_refused = Counter("emostream_model_refused", "Promoted versions refused by a worker", registry=r)
+        # gateway only (label values bounded: RESULT_OUTCOMES, HTTP status codes)
+        self.gateway_results = Counter(
+            "emostream_gateway_results", "Results read by a gateway, by outcome", ["outcome"], registry=r
+        )
+        self.gateway_http_errors = Counter(
+            "emostream_gateway_http_errors", "Error responses of a gateway's API, by status", ["status"], registry=r
+        )
         for reason in DROP_REASONS:
             self.frames_dropped.labels(reason=reason)
 

@@ -4,13 +4,17 @@ Routes::
 
     GET    /                    the page (gateway/static/index.html); /?autostart=1 starts the default camera
     GET    /static/...          its scripts and styles
-    GET    /api/config          ICE servers and sampling settings for the page
+    GET    /api/config          ICE servers, sampling settings and the feedback switch for the page
     POST   /api/offer           {"sdp", "type": "offer"} -> {"sdp", "type": "answer", "stream"}
     GET    /api/streams         this gateway's open streams and their counters
     DELETE /api/streams/{id}    close one stream
+    GET    /api/targets         metrics endpoints of this gateway and every live worker (Prometheus HTTP SD)
     GET    /healthz             alive (with the gateway's clock, for the page's latency)
     GET    /readyz              Redis reachable
-    GET    /metrics             Prometheus metrics
+    GET    /metrics             Prometheus metrics (emostream.metrics)
+
+    /api/training-jobs..., /api/models...   retraining and the model store (gateway.retraining)
+    POST   /api/feedback                    a user's label correction (gateway.feedback)
 """
 
 import asyncio
@@ -20,12 +24,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiortc import RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from emostream.config import Settings
+from emostream.metrics import CONTENT_TYPE, Metrics
+from gateway import feedback, retraining
+from gateway.api import HUB, SYNC_REDIS, ApiError
 from gateway.hub import GatewayFull, Hub
 from gateway.session import OfferError
 
@@ -38,16 +46,9 @@ MAX_BODY = 64 * 1024
 OFFER_TIMEOUT = 20.0
 """Seconds to answer an offer (ICE gathering included) before giving up with 504."""
 READY_TIMEOUT = 2.0
-HUB = web.AppKey("hub", Hub)
-
-
-class ApiError(Exception):
-    """Answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+WORKER_MAX_AGE = 5.0
+"""Seconds since its last heartbeat (one a second) after which a worker is no longer listed in /api/targets."""
+__all__ = ["HUB", "ApiError", "create_app"]  # HUB and ApiError live in gateway.api
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,7 +71,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("%s %s failed", request.method, request.path)
         status, message = 500, "internal error"
     if HUB in request.app:
-        request.app[HUB].metrics.http_errors.labels(str(status)).inc()
+        request.app[HUB].metrics.gateway_http_errors.labels(status=str(status)).inc()
     return web.json_response({"error": message}, status=status)
 
 
@@ -106,6 +107,7 @@ async def config(request: web.Request) -> web.Response:
             "ice_servers": [{"urls": url} for url in urls],
             "sample_fps": settings.sample_fps,
             "result_max_age": settings.result_max_age,
+            "feedback": bool(settings.feedback),
         }
     )
 
@@ -152,23 +154,59 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": True})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[HUB].metrics.render(), content_type="text/plain")
+async def serve_metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=request.app[HUB].metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway as an aiohttp application; its hub starts and stops with the app."""
+async def targets(request: web.Request) -> web.Response:
+    """This gateway and every worker with a fresh heartbeat, as Prometheus HTTP service discovery wants them."""
+    hub = request.app[HUB]
+    settings = hub.settings
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    port = sockname[1] if isinstance(sockname, tuple) else settings.port
+    listed = [
+        {"targets": [settings.advertised(f"{settings.host}:{port}")], "labels": {"role": "gateway", "gateway": hub.id}}
+    ]
+    try:
+        beats = await asyncio.wait_for(hub.redis.hgetall(settings.keys.workers), READY_TIMEOUT)
+    except (aioredis.RedisError, OSError, TimeoutError) as err:
+        raise ApiError(503, f"Redis unreachable: {err!r}") from None  # Prometheus keeps its last list
+    now = time.time()
+    for raw in beats.values():
+        try:
+            beat = json.loads(raw)
+            fresh = now - float(beat["ts"]) < WORKER_MAX_AGE
+        except (ValueError, TypeError, KeyError):
+            continue
+        if fresh and beat.get("role", "worker") == "worker" and beat.get("metrics"):
+            listed.append({"targets": [beat["metrics"]], "labels": {"role": "worker", "worker": str(beat["name"])}})
+    return web.json_response(listed)
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
+    """The gateway as an aiohttp application; its hub starts and stops with the app.
+
+    ``metrics`` defaults to a private registry without process collectors (several apps may share
+    a test process); :func:`gateway.command.run` passes the process's own.
+    """
     if not settings.redis_url:
         raise ValueError("the gateway needs settings.redis_url (REDIS_URL)")
+    if settings.max_streams < 1 or settings.stream_idle_timeout <= 0:
+        raise ValueError("max_streams must be >= 1 and stream_idle_timeout positive")
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=READY_TIMEOUT)
-        hub = Hub(settings, redis)
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=READY_TIMEOUT)
+        sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=30)
+        hub = Hub(settings, client, metrics)
         await hub.start()
         app[HUB] = hub
+        app[SYNC_REDIS] = sync
         yield
         await hub.stop()
-        await redis.aclose()
+        await client.aclose()
+        sync.close()
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app.cleanup_ctx.append(hub_context)
@@ -178,7 +216,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/offer", offer)
     app.router.add_get("/api/streams", streams)
     app.router.add_delete("/api/streams/{stream}", close_stream)
+    app.router.add_get("/api/targets", targets)
+    app.router.add_routes(retraining.routes)
+    app.router.add_routes(feedback.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", serve_metrics)
     return app

@@ -1,6 +1,7 @@
 """A gateway's state: its id and reply stream, its open camera sessions, and the reader dispatching results."""
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -9,12 +10,15 @@ import redis.asyncio as aioredis
 from aiortc import RTCSessionDescription
 
 from emostream.config import Settings
-from gateway.metrics import Metrics
+from emostream.metrics import Metrics
 from gateway.results import ResultReader
 from gateway.session import Session
 from ingest.wire import Result
 
 log = logging.getLogger(__name__)
+
+QUEUE_POLL_S = 1.0
+"""How often the length of the frames stream is measured for ``emostream_queue_length``."""
 
 
 class GatewayFull(RuntimeError):
@@ -24,21 +28,30 @@ class GatewayFull(RuntimeError):
 class Hub:
     """Start with :meth:`start`, open one :class:`Session` per camera offer, :meth:`stop` closes everything."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.redis = redis
         self.id = f"gw-{uuid.uuid4().hex[:10]}"
         self.reply = settings.keys.results(self.id)
         """The reply stream every frame of this gateway names; workers answer there."""
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics(process_collectors=False)
         self.sessions: dict[str, Session] = {}
         self.reader = ResultReader(redis, self.reply, self.deliver, self.metrics)
         self._numbers = itertools.count(1)
-        self._reader_task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        self._reader_task = asyncio.create_task(self.reader.run(), name=f"results {self.id}")
+        self._tasks = [
+            asyncio.create_task(self.reader.run(), name=f"results {self.id}"),
+            asyncio.create_task(self._measure_queue(), name=f"queue length {self.id}"),
+        ]
         log.info("gateway %s answering on %s", self.id, self.reply)
+
+    async def _measure_queue(self) -> None:
+        while True:
+            with contextlib.suppress(aioredis.RedisError, OSError):  # /readyz reports Redis; the gauge stays
+                self.metrics.queue_length.set(await self.redis.xlen(self.settings.keys.frames))
+            await asyncio.sleep(QUEUE_POLL_S)
 
     async def open(self, offer: RTCSessionDescription) -> tuple[Session, RTCSessionDescription]:
         """A new session answering ``offer``; raises :class:`GatewayFull` or :class:`~gateway.session.OfferError`."""
@@ -48,7 +61,7 @@ class Hub:
             f"{self.id}-{next(self._numbers)}", self.reply, self.settings, self.redis, self.metrics, self._closed
         )
         self.sessions[session.stream] = session
-        self.metrics.streams.set(len(self.sessions))
+        self.metrics.active_streams.set(len(self.sessions))
         answer = await session.accept(offer)
         log.info("stream %s opened (%d open)", session.stream, len(self.sessions))
         return session, answer
@@ -62,14 +75,14 @@ class Hub:
 
     def _closed(self, session: Session) -> None:
         self.sessions.pop(session.stream, None)
-        self.metrics.streams.set(len(self.sessions))
+        self.metrics.active_streams.set(len(self.sessions))
 
     async def stop(self) -> None:
         """Close every session, stop reading and delete the reply stream."""
         await asyncio.gather(*(session.close() for session in list(self.sessions.values())))
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             await self.redis.delete(self.reply)
         except aioredis.RedisError as err:

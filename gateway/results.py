@@ -2,11 +2,12 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from gateway.metrics import Metrics
+from emostream.metrics import Metrics
 from ingest.wire import Result, WireError
 
 log = logging.getLogger(__name__)
@@ -20,14 +21,23 @@ RETRY_S = 1.0
 class ResultReader:
     """``XREAD BLOCK`` loop over one reply stream; read entries are deleted so the stream stays short.
 
-    ``deliver(result)`` returns False when no open session has the result's stream.
+    ``deliver(result)`` returns False when no open session has the result's stream. Every result
+    read is timed from its frame's capture (``ts``, on this gateway's ``clock``) to now.
     """
 
-    def __init__(self, redis: aioredis.Redis, key: str, deliver: Callable[[Result], bool], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        key: str,
+        deliver: Callable[[Result], bool],
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.key = key
         self.deliver = deliver
         self.metrics = metrics
+        self.clock = clock
         self._last_id = "0-0"
 
     async def run(self) -> None:
@@ -60,8 +70,9 @@ class ResultReader:
         try:
             result = Result.decode(fields)
         except WireError as err:
-            self.metrics.results.labels("malformed").inc()
+            self.metrics.gateway_results.labels(outcome="malformed").inc()
             log.warning("dropping malformed result %s: %s", entry_id.decode(), err)
             return
+        self.metrics.frame_to_label.observe(max(0.0, self.clock() - result.ts))
         if not self.deliver(result):
-            self.metrics.results.labels("unknown_stream").inc()
+            self.metrics.gateway_results.labels(outcome="unknown_stream").inc()

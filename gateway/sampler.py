@@ -1,8 +1,10 @@
 """One camera's video onto the frames stream: newest frame only, at most ``sample_fps`` a second.
 
-The track given to :class:`TrackSampler` is an unbuffered :class:`aiortc.contrib.media.MediaRelay`
-proxy: the relay drains aiortc's unbounded receive queue as fast as frames are decoded and
-the proxy holds only the newest one, so a slow sampler skips frames instead of falling behind.
+A reader task takes every decoded frame of the track (a buffered
+:class:`aiortc.contrib.media.MediaRelay` proxy, so none goes unseen) into a one-frame slot; the
+sampling loop takes the slot's frame when it is free. A frame replaced in the slot before it
+was taken (the sampler was still encoding or queueing the previous one) is *superseded*:
+counted as dropped, never queued. So a slow sampler skips frames instead of falling behind.
 """
 
 import asyncio
@@ -19,7 +21,7 @@ from av import VideoFrame
 from av.video.reformatter import VideoReformatter
 
 from emostream.config import Settings
-from gateway.metrics import Metrics
+from emostream.metrics import Metrics
 from ingest.sampling import Sampler
 from ingest.wire import Encoding, Frame
 
@@ -29,21 +31,29 @@ CONNECT_TIMEOUT = 30.0
 """Seconds the first frame may take (ICE, DTLS, first key frame) before the stream is given up."""
 SIZES_KEPT = 256
 """Source widths remembered per sent frame, to scale its result's boxes onto the returned video."""
+FRAMES_KEPT = 50
+"""Sent frames (as queued, encoded) kept per stream while feedback capture is on, to crop corrections from.
+
+About 5 s of video at 10 fps; a 640x480 grayscale JPEG is ~30 KB, so ~1.5 MB per stream."""
 
 
 @dataclass
 class SamplerStats:
     received: int = 0
-    """Frames taken from the relay (frames the relay skipped are never seen)."""
+    """Frames read from the track."""
+    superseded: int = 0
+    """Frames replaced by a newer one before the sampling loop took them."""
+    taken: int = 0
+    """Frames the sampling loop took (then kept or skipped by the sampling rate)."""
     sent: int = 0
     failed: int = 0
-    """Sampled frames that could not be queued (Redis unreachable or the frame unencodable)."""
+    """Sampled frames that could not be queued (Redis unreachable or the frame unconvertible)."""
 
 
-def encode_frame(
+def to_wire(
     frame: VideoFrame, reformatter: VideoReformatter, settings: Settings, stream: str, seq: int, ts: float, reply: str
-) -> dict[str, bytes | str]:
-    """The wire fields of ``frame``: grayscale, at most ``settings.frame_width`` wide (CPU work: run in a thread).
+) -> Frame:
+    """``frame`` as a wire frame: grayscale, at most ``settings.frame_width`` wide (CPU work: run in a thread).
 
     ``reformatter`` is the caller's own: a frame's built-in one is shared by every consumer of the relay.
     """
@@ -51,7 +61,14 @@ def encode_frame(
     out_width = min(width, settings.frame_width)
     out_height = max(1, round(height * out_width / width))
     gray = reformatter.reformat(frame, width=out_width, height=out_height, format="gray", threads=1).to_ndarray()
-    wire = Frame(stream, seq, ts, gray, reply, scale=width / out_width)
+    return Frame(stream, seq, ts, gray, reply, scale=width / out_width)
+
+
+def encode_frame(
+    frame: VideoFrame, reformatter: VideoReformatter, settings: Settings, stream: str, seq: int, ts: float, reply: str
+) -> dict[str, bytes | str]:
+    """The wire fields of ``frame`` (see :func:`to_wire`)."""
+    wire = to_wire(frame, reformatter, settings, stream, seq, ts, reply)
     return wire.encode(Encoding(settings.encoding), settings.jpeg_quality)
 
 
@@ -80,43 +97,86 @@ class TrackSampler:
         self.rate = Sampler(settings.sample_fps)
         self.widths: OrderedDict[int, int] = OrderedDict()
         """Source width of each recently sent frame, by seq."""
+        self.recent: OrderedDict[int, dict[str, bytes | str]] = OrderedDict()
+        """The wire fields of the last :data:`FRAMES_KEPT` sent frames, by seq (only while feedback is on)."""
         self._reformatter = VideoReformatter()
         self._seq = 0
+        self._slot: tuple[VideoFrame, float] | None = None
+        self._arrived = asyncio.Event()
+        self._ended = False
 
     async def run(self) -> None:
         """Returns when the track ends; raises :class:`TimeoutError` when no frame comes in time."""
-        timeout = CONNECT_TIMEOUT
+        reader = asyncio.create_task(self._read(), name=f"read {self.stream}")
+        try:
+            timeout = CONNECT_TIMEOUT
+            while True:
+                if self._slot is None:
+                    if self._ended:
+                        return
+                    await asyncio.wait_for(self._arrived.wait(), timeout)
+                    self._arrived.clear()
+                    continue
+                (frame, ts), self._slot = self._slot, None
+                timeout = self.settings.stream_idle_timeout
+                self.stats.taken += 1
+                if self.rate.keep(ts):
+                    await self.send(frame, ts)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.track.stop()  # a buffered relay proxy nobody reads would queue frames without bound
+
+    async def _read(self) -> None:
+        """Put every frame of the track in the slot; a frame still there is superseded."""
         while True:
             try:
-                frame = await asyncio.wait_for(self.track.recv(), timeout)
+                frame = await self.track.recv()
             except MediaStreamError:
-                return
-            timeout = self.settings.stream_idle_timeout
-            ts = self.clock()
+                break
+            except Exception:
+                log.exception("stream %s: reading the camera failed", self.stream)
+                break
             self.stats.received += 1
-            self.metrics.frames.labels("received").inc()
-            if self.rate.keep(ts):
-                await self.send(frame, ts)
+            self.metrics.frames_received.inc()
+            if self._slot is not None:
+                self.stats.superseded += 1
+                self.metrics.frames_dropped.labels(reason="superseded").inc()
+            self._slot = (frame, self.clock())
+            self._arrived.set()
+        self._ended = True
+        self._arrived.set()
 
     async def send(self, frame: VideoFrame, ts: float) -> None:
-        """Encode ``frame`` off the event loop and queue it; failures are counted, never raised."""
+        """Convert ``frame`` off the event loop and queue it; failures are counted, never raised."""
         seq = self._seq
         self._seq += 1
         try:
             fields = await asyncio.to_thread(
                 encode_frame, frame, self._reformatter, self.settings, self.stream, seq, ts, self.reply
             )
+        except ValueError as err:
+            self._failed(seq, "decode_error", err)
+            return
+        try:
             await self.redis.xadd(
                 self.settings.keys.frames, fields, maxlen=self.settings.frames_maxlen, approximate=True
             )
-        except (aioredis.RedisError, ValueError) as err:
-            self.stats.failed += 1
-            self.metrics.frames.labels("failed").inc()
-            if self.stats.failed == 1 or self.stats.failed % 100 == 0:
-                log.warning("stream %s: frame %d not queued (%d so far): %s", self.stream, seq, self.stats.failed, err)
+        except (aioredis.RedisError, OSError) as err:
+            self._failed(seq, "redis_unavailable", err)
             return
         self.stats.sent += 1
-        self.metrics.frames.labels("sent").inc()
+        self.metrics.frames_sampled.inc()
         self.widths[seq] = frame.width
         if len(self.widths) > SIZES_KEPT:
             self.widths.popitem(last=False)
+        if self.settings.feedback:
+            self.recent[seq] = fields
+            if len(self.recent) > FRAMES_KEPT:
+                self.recent.popitem(last=False)
+
+    def _failed(self, seq: int, reason: str, err: Exception) -> None:
+        self.stats.failed += 1
+        self.metrics.frames_dropped.labels(reason=reason).inc()
+        if self.stats.failed == 1 or self.stats.failed % 100 == 0:
+            log.warning("stream %s: frame %d not queued (%d so far): %s", self.stream, seq, self.stats.failed, err)

@@ -1,9 +1,10 @@
 """One camera: its peer connection from offer to close.
 
 The browser offers one video track and a ``results`` data channel. The camera track goes
-through a :class:`~aiortc.contrib.media.MediaRelay` to two unbuffered consumers, the
-:class:`~gateway.sampler.TrackSampler` (frames stream) and the
-:class:`~gateway.labelled_track.LabelledTrack` sent back; results arrive through
+through a :class:`~aiortc.contrib.media.MediaRelay` to two consumers, the
+:class:`~gateway.sampler.TrackSampler` (frames stream; it sees every frame and keeps the
+newest) and the :class:`~gateway.labelled_track.LabelledTrack` sent back (unbuffered: always
+the newest frame); results arrive through
 :meth:`Session.deliver`. The session closes when the peer connection fails or closes, the
 camera track ends or stays silent, the browser asks (``DELETE``), or the gateway stops.
 """
@@ -20,8 +21,8 @@ from aiortc import RTCSessionDescription as Description
 from aiortc.contrib.media import MediaRelay
 
 from emostream.config import Settings
+from emostream.metrics import Metrics
 from gateway.labelled_track import LabelledTrack
-from gateway.metrics import Metrics
 from gateway.sampler import TrackSampler
 from ingest.wire import Result
 
@@ -84,6 +85,9 @@ class Session:
         except Exception as err:
             await self.close()
             raise OfferError(f"offer rejected: {err}") from err
+        except asyncio.CancelledError:  # the offer timed out
+            await self.close()
+            raise
         self._task = asyncio.create_task(self._sample(self.sampler), name=f"sample {self.stream}")
         return self.pc.localDescription
 
@@ -91,7 +95,7 @@ class Session:
         if track.kind != "video" or self.sampler is not None:
             return
         self.sampler = TrackSampler(
-            self.relay.subscribe(track, buffered=False),
+            self.relay.subscribe(track, buffered=True),
             self.stream,
             self.reply,
             self.settings,
@@ -114,6 +118,8 @@ class Session:
             await sampler.run()
         except TimeoutError:
             log.info("stream %s: no video for %.0fs, closing", self.stream, self.settings.stream_idle_timeout)
+        except Exception:
+            log.exception("stream %s: sampling failed, closing", self.stream)
         await self.close()
 
     def deliver(self, result: Result) -> None:
@@ -123,11 +129,11 @@ class Session:
         channel = self.channel
         if channel is None or channel.readyState != "open" or channel.bufferedAmount > MAX_BUFFERED:
             self.results_dropped += 1
-            self.metrics.results.labels("undeliverable").inc()
+            self.metrics.gateway_results.labels(outcome="undeliverable").inc()
             return
         channel.send(json.dumps(result.to_json(), separators=(",", ":")))
         self.results_sent += 1
-        self.metrics.results.labels("delivered").inc()
+        self.metrics.gateway_results.labels(outcome="delivered").inc()
 
     def describe(self) -> dict:
         stats = self.sampler.stats if self.sampler else None
@@ -136,6 +142,7 @@ class Session:
             "state": self.pc.connectionState,
             "started": self.started,
             "frames_received": stats.received if stats else 0,
+            "frames_superseded": stats.superseded if stats else 0,
             "frames_sent": stats.sent if stats else 0,
             "frames_failed": stats.failed if stats else 0,
             "results_sent": self.results_sent,

@@ -53,7 +53,8 @@ VIDEO_STATE = """() => window.emostream.cameras.map((camera) => ({
 
 BOX_COLOURED = """([index, box]) => {
     const video = window.emostream.cameras[index].video;
-    const canvas = Object.assign(document.createElement("canvas"), {width: video.videoWidth, height: video.videoHeight});
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [video.videoWidth, video.videoHeight];
     const context = canvas.getContext("2d");
     context.drawImage(video, 0, 0);
     const scale = video.videoWidth / 640;
@@ -66,4 +67,4 @@ BOX_COLOURED = """([index, box]) => {
     }
     return coloured / (data.length / 4);
 }"""
-"""Share of clearly coloured pixels along the top edge of ``box`` (640-wide source pixels) in camera ``index``'s video."""
+"""Share of clearly coloured pixels along the top edge of ``box`` (in 640-wide source pixels) in a camera's video."""

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -175,6 +176,45 @@ class WireWorker:
         result = Result(frame.stream, frame.seq, frame.ts, "test-model", faces, self.name, {"queue_s": 0.0})
         await self.redis.xadd(frame.reply, result.encode())
         return result
+
+
+class AnsweringWorker(threading.Thread):
+    """A :class:`WireWorker` in a thread answering every frame with ``faces`` (``with`` starts and stops it)."""
+
+    def __init__(self, redis_url: str, keys: Keys, faces: list[Face]) -> None:
+        super().__init__(daemon=True)
+        self.redis_url = redis_url
+        self.keys = keys
+        self.faces = faces
+        self.answered = 0
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as err:
+            self.error = err
+
+    async def _serve(self) -> None:
+        redis = aioredis.Redis.from_url(self.redis_url)
+        worker = WireWorker(redis, self.keys)
+        await worker.join()
+        while not self.stopping.is_set():
+            for _, frame in await worker.read(block_ms=200):
+                await worker.answer(frame, self.faces)
+                self.answered += 1
+        await redis.aclose()
+
+    def __enter__(self) -> "AnsweringWorker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join(10)
+        if self.error:
+            raise self.error
 
 
 def face(box: tuple[int, int, int, int], label: str) -> Face:

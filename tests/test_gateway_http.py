@@ -1,8 +1,12 @@
 """The gateway's HTTP API against bad input, on a real server and a real Redis: JSON errors, no leaks."""
 
+import os
+import subprocess
+import sys
+
 import aiohttp
 from aiortc import RTCPeerConnection
-from gateway_helpers import run, serving
+from gateway_helpers import REPO, run, serving
 
 from emostream.config import Settings
 
@@ -107,3 +111,10 @@ def test_page_config_and_health(redis_server):
     assert ready[:2] == (200, "application/json") and ready[2] == {"ready": True}
     assert unready[0] == 503 and "Redis" in unready[2]["error"]
     assert alive[0] == 200, "alive even without Redis"
+
+
+def test_gateway_command_needs_redis_url():
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    command = [sys.executable, "-m", "emostream.cli", "gateway", "--port", "0"]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "REDIS_URL is not set" in done.stderr

@@ -13,8 +13,8 @@ from av.video.reformatter import VideoReformatter
 from gateway_helpers import run, until
 
 from emostream.config import Settings
+from emostream.metrics import Metrics
 from emostream.redis_server import free_port
-from gateway.metrics import Metrics
 from gateway.sampler import TrackSampler, encode_frame
 from ingest.wire import Frame
 
@@ -26,12 +26,13 @@ def level_frame(level: int, width: int = 64, height: int = 48) -> VideoFrame:
 
 
 def sampler_for(track, redis_url: str, clock=None, **settings) -> tuple[TrackSampler, aioredis.Redis, Settings]:
-    """A sampler reading ``track`` through an unbuffered relay proxy, as a session wires it."""
+    """A sampler reading ``track`` through a buffered relay proxy, as a session wires it."""
     config = Settings(redis_url=redis_url, key_prefix="test", encoding="gray", **settings)
     redis = aioredis.Redis.from_url(redis_url)
-    proxy = MediaRelay().subscribe(track, buffered=False)
+    proxy = MediaRelay().subscribe(track, buffered=True)
     extra = {"clock": clock} if clock else {}
-    return TrackSampler(proxy, "cam", "test:results:gw", config, redis, Metrics(), **extra), redis, config
+    metrics = Metrics(process_collectors=False)
+    return TrackSampler(proxy, "cam", "test:results:gw", config, redis, metrics, **extra), redis, config
 
 
 async def queued_frames(redis: aioredis.Redis, settings: Settings) -> list[Frame]:
@@ -53,8 +54,12 @@ def test_only_the_newest_frame_of_a_backlog_is_sent(redis_server):
         return sampler, frames
 
     sampler, frames = run(scenario())
-    assert sampler.stats.received == 1 and len(frames) == 1, "the 49 older frames were skipped, not queued"
+    assert sampler.stats.received == 50 and len(frames) == 1, "the 49 older frames were skipped, not queued"
     assert abs(int(frames[0].image.mean()) - 49 * 5) <= 2, "the frame sent is the newest one"
+    assert sampler.stats.superseded == 49 and sampler.stats.sent == 1
+    exposed = sampler.metrics.render().decode()
+    assert "emostream_frames_received_total 50.0" in exposed and "emostream_frames_sampled_total 1.0" in exposed
+    assert 'emostream_frames_dropped_total{reason="superseded"} 49.0' in exposed
 
 
 def test_frames_are_sampled_at_the_configured_rate(redis_server):
@@ -67,7 +72,7 @@ def test_frames_are_sampled_at_the_configured_rate(redis_server):
         for index in range(60):  # a 30 fps camera, each frame taken before the next arrives
             now[0] = 1000.0 + index / 30
             track._queue.put_nowait(level_frame(index * 4))
-            await until(lambda index=index: sampler.stats.received == index + 1, 30, f"frame {index} taken")
+            await until(lambda index=index: sampler.stats.taken == index + 1, 30, f"frame {index} taken")
         track._queue.put_nowait(None)
         await asyncio.wait_for(task, 30)
         frames = await queued_frames(redis, settings)
@@ -111,6 +116,7 @@ def test_redis_failures_are_counted_not_raised():
 
     sampler = run(scenario())
     assert sampler.stats.failed == 1 and sampler.stats.sent == 0
+    assert 'emostream_frames_dropped_total{reason="redis_unavailable"} 1.0' in sampler.metrics.render().decode()
 
 
 @pytest.mark.parametrize("encoding", ["jpeg", "gray"])

@@ -58,11 +58,12 @@ def test_frames_go_out_on_the_wire_and_results_come_back_drawn(redis_server):
             count = len(client.frames)
             await until(lambda: len(client.frames) > count + 2, 60, "video frames after the result")
             after = client.frames[-1]
+            metrics = metric_values(served.hub.metrics.render().decode())
             await client.close()
             await redis.aclose()
-            return served.hub, client, received, result, before, after, started
+            return served.hub, client, received, result, before, after, started, metrics
 
-    hub, client, received, result, before, after, started = run(scenario())
+    hub, client, received, result, before, after, started, metrics = run(scenario())
     fields = [raw for raw, _ in received]
     decoded = [frame for _, frame in received]
     assert {f.stream for f in decoded} == {client.stream}
@@ -76,6 +77,17 @@ def test_frames_go_out_on_the_wire_and_results_come_back_drawn(redis_server):
     scale = after.shape[1] / 640
     assert colored_fraction(box_band(before, box, scale)) < 0.05, "no box before the result"
     assert colored_fraction(box_band(after, box, scale)) > 0.5, "the box is drawn around the face"
+    assert metrics["emostream_frames_received_total"] >= metrics["emostream_frames_sampled_total"] >= len(received)
+    assert metrics["emostream_frame_to_label_seconds_count"] == 1.0
+    assert 0 < metrics["emostream_frame_to_label_seconds_sum"] < 120, "capture to result, in seconds"
+    assert metrics["emostream_active_streams"] == 1.0
+    assert metrics['emostream_gateway_results_total{outcome="delivered"}'] == 1.0
+
+
+def metric_values(exposition: str) -> dict[str, float]:
+    """``name{labels}`` -> value of every sample in a Prometheus text exposition."""
+    lines = (line.rsplit(" ", 1) for line in exposition.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in lines}
 
 
 def test_streams_never_cross_and_unknown_results_are_counted(redis_server):
@@ -147,14 +159,14 @@ def test_closed_deleted_and_vanished_clients_are_cleaned_up(redis_server):
 
     states, metrics = run(scenario())
     assert set(states.values()) == {"closed"}, "every peer connection is closed"
-    assert "emostream_gateway_streams 0.0" in metrics
+    assert "emostream_active_streams 0.0" in metrics
 
 
 def test_offers_beyond_max_streams_get_503(redis_server):
     async def scenario():
         async with serving(settings_for(redis_server, max_streams=1)) as served:
             first = await connect(served.url, ClipTrack(noise_clip(), fps=5), keep_frames=1)
-            with pytest.raises(AssertionError, match="refused with 503.*at most 1 streams"):
+            with pytest.raises(AssertionError, match=r"refused with 503.*at most 1 streams"):
                 await connect(served.url, ClipTrack(noise_clip(), fps=5), keep_frames=1)
             open_streams = list(served.hub.sessions)
             await first.close()

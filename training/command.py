@@ -73,22 +73,13 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from rq import Queue
     from rq.job import Job
 
-    from training.jobs import QUEUE, cancel, describe
+    from training.jobs import cancel, describe, list_jobs
 
     client = _client(settings)
     if args.action == "list":
-        queue = Queue(QUEUE, connection=client)
-        ids = (
-            queue.job_ids
-            + queue.started_job_registry.get_job_ids()
-            + queue.finished_job_registry.get_job_ids()
-            + queue.failed_job_registry.get_job_ids()
-            + queue.canceled_job_registry.get_job_ids()
-        )
-        print(json.dumps([describe(job) for job in Job.fetch_many(ids, connection=client) if job]))
+        print(json.dumps(list_jobs(client)))
     elif args.action == "show":
         print(json.dumps(describe(Job.fetch(args.id, connection=client))))
     else:

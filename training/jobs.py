@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 from rq import Queue, SimpleWorker, get_current_job
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from emostream.config import Settings
@@ -127,6 +128,29 @@ def describe(job: Job) -> dict:
         "error": job.meta.get("error")
         or _last_line(job.latest_result().exc_string if job.latest_result() and job.is_failed else None),
     }
+
+
+def list_jobs(client: redis.Redis) -> list[dict]:
+    """Every job RQ still knows of on the training queue, newest first."""
+    queue = Queue(QUEUE, connection=client)
+    ids = list(
+        dict.fromkeys(
+            queue.job_ids
+            + queue.started_job_registry.get_job_ids()
+            + queue.finished_job_registry.get_job_ids()
+            + queue.failed_job_registry.get_job_ids()
+            + queue.canceled_job_registry.get_job_ids()
+        )
+    )
+    views = []
+    for job in Job.fetch_many(ids, connection=client):
+        if job is None:
+            continue
+        try:
+            views.append(describe(job))
+        except NoSuchJobError:  # expired meanwhile
+            continue
+    return sorted(views, key=lambda view: view["enqueued_at"] or "", reverse=True)
 
 
 def _last_line(text: str | None) -> str | None:

@@ -5,9 +5,10 @@
 const MAX_RESULTS = 1000;
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const WINDOW_MS = 2000; // fps and latency are measured over this window
+const RETRAINING_POLL_MS = 2000; // the model and job lists are refreshed this often
 
 // For automation: results of every camera, newest last.
-const emostream = (window.emostream = { results: [], cameras: [], clockOffset: 0, config: null });
+const emostream = (window.emostream = { results: [], cameras: [], clockOffset: 0, config: null, ready: false });
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -62,6 +63,7 @@ class Camera {
     this.media = null;
     this.arrivals = []; // [browser time ms, latency s] of recent results
     this.last = null; // the latest result of this camera
+    this.correcting = null; // {result, index} while the user picks the right label of a face (panel frozen)
     this.element = $("#camera-template").content.firstElementChild.cloneNode(true);
     this.video = $("video", this.element);
     $(".name", this.element).textContent = name;
@@ -119,6 +121,7 @@ class Camera {
     this.pc = this.media = this.stream = null;
     this.video.srcObject = null;
     this.arrivals = [];
+    this.correcting = null;
     $(".faces", this.element).replaceChildren();
     this.setStatus("stopped");
   }
@@ -140,17 +143,17 @@ class Camera {
     const median = latencies[Math.floor(latencies.length / 2)];
     $(".fps", this.element).textContent = `${((this.arrivals.length * 1000) / WINDOW_MS).toFixed(1)} results/s`;
     $(".latency", this.element).textContent = `${Math.round(median * 1000)} ms latency`;
-    this.showFaces(result.faces);
+    if (!this.correcting) this.showFaces(result);
   }
 
-  showFaces(faces) {
+  showFaces(result) {
     const panel = $(".faces", this.element);
-    if (!faces.length) {
+    if (!result.faces.length) {
       panel.replaceChildren(Object.assign(document.createElement("p"), { className: "none", textContent: "no face" }));
       return;
     }
     panel.replaceChildren(
-      ...faces.map((face, index) => {
+      ...result.faces.map((face, index) => {
         const card = document.createElement("div");
         card.className = `face ${face.label}`;
         const title = document.createElement("h3");
@@ -165,10 +168,204 @@ class Camera {
           row.append(name, meter, value);
           card.append(row);
         }
+        card.append(this.correctionControl(result, index));
         return card;
       }),
     );
   }
+
+  // "wrong?" freezes the panel on this result (it is re-drawn with every result) and offers the labels.
+  correctionControl(result, index) {
+    const control = document.createElement("div");
+    control.className = "correction";
+    if (!this.correcting || this.correcting.result !== result || this.correcting.index !== index) {
+      const wrong = Object.assign(document.createElement("button"), { type: "button", className: "wrong" });
+      wrong.textContent = "wrong?";
+      wrong.onpointerdown = () => {
+        this.correcting = { result, index };
+        this.showFaces(result);
+      };
+      control.append(wrong);
+      return control;
+    }
+    const predicted = result.faces[index].label;
+    const picker = Object.assign(document.createElement("select"), { className: "right-label" });
+    Object.keys(result.faces[index].scores)
+      .filter((label) => label !== predicted)
+      .forEach((label) => picker.add(new Option(label, label)));
+    const send = Object.assign(document.createElement("button"), { type: "button", className: "send" });
+    send.textContent = "Send";
+    send.onclick = () => this.sendCorrection(result, index, picker.value);
+    const cancel = Object.assign(document.createElement("button"), { type: "button", className: "cancel" });
+    cancel.textContent = "Cancel";
+    cancel.onclick = () => this.endCorrection();
+    control.append("right label: ", picker, send, cancel);
+    return control;
+  }
+
+  async sendCorrection(result, index, label) {
+    const face = result.faces[index];
+    const body = {
+      stream: result.stream,
+      seq: result.seq,
+      box: face.box,
+      label,
+      predicted: face.label,
+      model_version: result.model_version,
+    };
+    const note = $(".feedback-note", this.element);
+    try {
+      const response = await fetch("/api/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json();
+      if (response.status === 403) note.textContent = "feedback capture is off";
+      else if (!response.ok) note.textContent = `not stored: ${answer.error}`;
+      else note.textContent = `thanks: stored as ${answer.label}`;
+    } catch (error) {
+      note.textContent = `not stored: ${error.message}`;
+    }
+    this.endCorrection();
+  }
+
+  endCorrection() {
+    this.correcting = null;
+    if (this.last) this.showFaces(this.last);
+  }
+}
+
+// --- Model & retraining -------------------------------------------------------------------------
+
+function retrainingNotice(text) {
+  $("#retraining-notice").textContent = text;
+}
+
+function button(text, className, action) {
+  const element = Object.assign(document.createElement("button"), { type: "button", className, textContent: text });
+  element.onclick = async () => {
+    element.disabled = true;
+    try {
+      await action();
+      retrainingNotice("");
+    } catch (error) {
+      retrainingNotice(error.message);
+    }
+    await refreshRetraining();
+  };
+  return element;
+}
+
+function accuracy(metrics) {
+  const value = metrics && metrics.validation_accuracy;
+  return typeof value === "number" ? `${(value * 100).toFixed(1)}%` : "–";
+}
+
+async function refreshModels() {
+  const { live, versions } = await fetchJson("/api/models");
+  const current = versions.find((version) => version.live);
+  $("#live-model").textContent = current
+    ? `live model: ${live} (${current.architecture}, validation accuracy ${accuracy(current.metrics)})`
+    : "live model: none";
+  $("#versions tbody").replaceChildren(
+    ...versions.reverse().map((version) => {
+      const row = document.createElement("tr");
+      row.dataset.version = version.version;
+      if (version.live) row.className = "live";
+      for (const text of [version.version, version.architecture, version.created_at, accuracy(version.metrics)]) {
+        row.append(Object.assign(document.createElement("td"), { textContent: text || "–" }));
+      }
+      const actions = document.createElement("td");
+      if (version.live) actions.textContent = "live";
+      else {
+        actions.append(
+          button("Promote", "promote", async () => {
+            const promote = (force) =>
+              fetchJson(`/api/models/${encodeURIComponent(version.version)}/promote`, {
+                method: "POST",
+                headers: { "Content-Type": "application/json" },
+                body: JSON.stringify({ force }),
+              });
+            try {
+              await promote(false);
+            } catch (error) {
+              if (!confirm(`${error.message}\n\nPromote anyway?`)) throw error;
+              await promote(true);
+            }
+          }),
+        );
+      }
+      row.append(actions);
+      return row;
+    }),
+  );
+}
+
+function jobItem(job) {
+  const item = document.createElement("li");
+  item.className = `job ${job.status}`;
+  item.dataset.job = job.id;
+  const epochs = (job.spec && job.spec.epochs) || 1;
+  const last = job.progress[job.progress.length - 1];
+  const head = document.createElement("div");
+  head.append(
+    Object.assign(document.createElement("strong"), { textContent: job.id.slice(0, 8) }),
+    ` ${job.description} `,
+    Object.assign(document.createElement("span"), { className: "job-status", textContent: job.status }),
+  );
+  const bar = Object.assign(document.createElement("progress"), { max: epochs, value: job.progress.length });
+  const detail = document.createElement("div");
+  detail.className = "job-detail";
+  const parts = [`epoch ${job.progress.length}/${epochs}`];
+  if (last && typeof last.val_accuracy === "number") parts.push(`val_accuracy ${last.val_accuracy.toFixed(4)}`);
+  if (job.version) parts.push(`version ${job.version}${job.promoted ? " (promoted)" : ""}`);
+  if (job.error) parts.push(`error: ${job.error}`);
+  detail.textContent = parts.join(" · ");
+  item.append(head, bar, detail);
+  if (["queued", "started", "deferred", "scheduled"].includes(job.status)) {
+    item.append(
+      button("Cancel", "cancel-job", () =>
+        fetchJson(`/api/training-jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" }),
+      ),
+    );
+  }
+  return item;
+}
+
+async function refreshJobs() {
+  const { jobs } = await fetchJson("/api/training-jobs");
+  $("#jobs").replaceChildren(...jobs.map(jobItem));
+}
+
+async function refreshRetraining() {
+  try {
+    await Promise.all([refreshModels(), refreshJobs()]);
+  } catch (error) {
+    retrainingNotice(`retraining unavailable: ${error.message}`);
+  }
+}
+
+async function startJob(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const spec = {
+    epochs: Number(form.get("epochs")),
+    promotion: form.get("promotion"),
+    include_feedback: form.get("include_feedback") === "on",
+  };
+  if (form.get("limit")) spec.limit = Number(form.get("limit"));
+  try {
+    const job = await fetchJson("/api/training-jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(spec),
+    });
+    retrainingNotice(`job ${job.id.slice(0, 8)} queued`);
+  } catch (error) {
+    retrainingNotice(error.message);
+  }
+  await refreshRetraining();
 }
 
 function addCamera(deviceId) {
@@ -193,6 +390,13 @@ async function main() {
   $("#start-all").onclick = () => emostream.cameras.forEach((camera) => camera.start());
   $("#stop-all").onclick = () => emostream.cameras.forEach((camera) => camera.stop());
   window.addEventListener("pagehide", () => emostream.cameras.forEach((camera) => camera.stop()));
+  $("#retrain-form").onsubmit = startJob;
+  const rollback = button("Roll back", "rollback", () => fetchJson("/api/models/rollback", { method: "POST" }));
+  rollback.id = "rollback";
+  $("#rollback").replaceWith(rollback);
+  await refreshRetraining();
+  setInterval(refreshRetraining, RETRAINING_POLL_MS);
+  emostream.ready = true;
   if (new URLSearchParams(location.search).get("autostart") === "1") addCamera("").start();
 }
 

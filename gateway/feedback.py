@@ -1,0 +1,104 @@
+"""Label corrections from the page: ``POST /api/feedback`` stores the face as training data.
+
+Body: ``{"stream", "seq", "box": [x, y, w, h], "label", "predicted", "model_version"}``, the
+result the user marked wrong (box in source pixels, as in the result) and the right label. The
+face is cut from the frame it was seen in (kept by the stream's sampler, the last
+:data:`~gateway.sampler.FRAMES_KEPT`) the way workers cut faces (:func:`workers.crop.crop_face`),
+and stored by :class:`training.feedback.FeedbackStore` in the ``<class>/`` layout a retraining
+job can include.
+
+Only while the operator's switch (``settings.feedback``) is on: otherwise every correction is
+answered 403 and nothing is stored; the samplers do not even keep frames.
+"""
+
+import asyncio
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+
+from emostream.labels import EMOTIONS
+from gateway.api import HUB, ApiError, json_object
+from gateway.sampler import FRAMES_KEPT
+from ingest.wire import Frame
+from training.feedback import FeedbackStore
+from workers.crop import crop_face
+
+routes = web.RouteTableDef()
+OFF = "feedback capture is off (the operator's EMOSTREAM_FEEDBACK switch); nothing was stored"
+BOX_SLACK = 2
+"""Frame pixels a box may reach past the frame's edges (boxes are rounded to source pixels)."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    stream: str
+    seq: int
+    box: tuple[float, float, float, float]
+    label: str
+    predicted: str
+    model_version: str
+
+    @classmethod
+    def parse(cls, body: dict) -> "Correction":
+        """The correction in a request body; :class:`ApiError` 400 names what is wrong."""
+        expected = {"stream", "seq", "box", "label", "predicted", "model_version"}
+        if set(body) != expected:
+            raise ApiError(400, f"expected the fields {sorted(expected)}, got {sorted(body)}")
+        stream, seq, box = body["stream"], body["seq"], body["box"]
+        if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ApiError(400, "stream must be a stream id and seq a frame number")
+        for name in ("label", "predicted"):
+            if body[name] not in EMOTIONS:
+                raise ApiError(400, f"{name} must be one of {list(EMOTIONS)}, not {body[name]!r}")
+        if not isinstance(body["model_version"], str) or len(body["model_version"]) > 200:
+            raise ApiError(400, "model_version must be the result's model version")
+        numbers = isinstance(box, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
+        )
+        if not numbers or len(box) != 4 or box[2] < 1 or box[3] < 1:
+            raise ApiError(400, f"box must be [x, y, w, h] in source pixels with w, h >= 1, not {box!r}")
+        return cls(stream, seq, tuple(box), body["label"], body["predicted"], body["model_version"])
+
+
+def decode(fields: dict[str, bytes | str]) -> Frame:
+    """A frame from the fields the sampler queued."""
+    return Frame.decode({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()})
+
+
+def face_of(frame: Frame, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The 48x48 face in ``box`` (source pixels) of ``frame``; :class:`ApiError` 400 if it is not in the frame."""
+    x, y, w, h = (v / frame.scale for v in box)
+    height, width = frame.image.shape
+    if x < -BOX_SLACK or y < -BOX_SLACK or x + w > width + BOX_SLACK or y + h > height + BOX_SLACK:
+        raise ApiError(
+            400,
+            f"box {list(box)} is not inside the {round(width * frame.scale)}x{round(height * frame.scale)} frame",
+        )
+    return crop_face(frame.image, (x, y, w, h))
+
+
+def store(fields: dict[str, bytes | str], correction: Correction, feedback: FeedbackStore) -> Path:
+    face = face_of(decode(fields), correction.box)
+    return feedback.add(face, correction.label, correction.predicted, correction.model_version)
+
+
+@routes.post("/api/feedback")
+async def feedback(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    settings = hub.settings
+    if not settings.feedback:
+        raise ApiError(403, OFF)
+    correction = Correction.parse(await json_object(request))
+    session = hub.sessions.get(correction.stream)
+    fields = session.sampler.recent.get(correction.seq) if session and session.sampler else None
+    if fields is None:
+        raise ApiError(
+            404,
+            f"frame {correction.seq} of stream {correction.stream!r} is no longer kept "
+            f"(only the last {FRAMES_KEPT} of an open stream are); mark a newer result",
+        )
+    path = await asyncio.to_thread(store, fields, correction, FeedbackStore(settings.feedback_dir, enabled=True))
+    return web.json_response({"stored": str(path), "label": correction.label}, status=201)

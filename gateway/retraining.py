@@ -1,0 +1,189 @@
+"""Retraining and the model store over HTTP, for the page and for scripts.
+
+Routes::
+
+    GET    /api/training-jobs               every job (queued, started, finished, failed, canceled), newest first
+    POST   /api/training-jobs               a retraining spec (fields of training.jobs.RetrainSpec, plus
+                                            "include_feedback": true to train on the feedback dataset too) -> 201
+    GET    /api/training-jobs/{id}          status, per-epoch progress and metrics, the resulting version
+    DELETE /api/training-jobs/{id}          cancel (a running job stops within a second or two)
+    GET    /api/models                      every version with its metrics, and which one is live
+    POST   /api/models/{version}/promote    {"force": false}; 409 with the reason when refused
+    POST   /api/models/rollback             back to the previously live version
+
+Jobs are RQ jobs run by ``emostream trainer`` (see :mod:`training.jobs`); RQ and the model store
+are synchronous, so every call runs in a thread. Neither imports TensorFlow, which the gateway
+never may (aiortc and TensorFlow in one process crash).
+"""
+
+import asyncio
+import dataclasses
+import logging
+import types
+from typing import Any, get_args, get_origin
+
+import redis
+from aiohttp import web
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from emostream.config import Settings
+from gateway.api import HUB, SYNC_REDIS, ApiError, json_object
+from model_store.errors import ModelStoreError, PromotionRefused, UnknownVersion
+from model_store.store import ModelStore
+from training.feedback import FeedbackStore
+from training.jobs import RetrainSpec, announce, cancel, describe, enqueue, list_jobs
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+ENDED = ("finished", "failed", "canceled", "stopped")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value has the type of a :class:`RetrainSpec` field."""
+    if isinstance(kind, types.UnionType):
+        return any(_fits(value, option) for option in get_args(kind))
+    if kind is type(None):
+        return value is None
+    if get_origin(kind) is list:
+        return isinstance(value, list) and all(_fits(item, get_args(kind)[0]) for item in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def parse_spec(body: dict, settings: Settings) -> RetrainSpec:
+    """The spec in a request body; :class:`ApiError` 400 names the unknown or invalid field."""
+    body = dict(body)
+    include_feedback = body.pop("include_feedback", False)
+    if not isinstance(include_feedback, bool):
+        raise ApiError(400, "include_feedback must be true or false")
+    kinds = {f.name: f.type for f in dataclasses.fields(RetrainSpec)}
+    for name, value in body.items():
+        if name in kinds and not _fits(value, kinds[name]):
+            raise ApiError(400, f"{name} must be {getattr(kinds[name], '__name__', kinds[name])}, not {value!r}")
+    try:
+        spec = RetrainSpec.from_json(body)
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
+    if include_feedback:
+        if not sum(FeedbackStore(settings.feedback_dir).count().values()):
+            raise ApiError(400, f"include_feedback: no feedback stored yet in {settings.feedback_dir}")
+        spec.extra_train = [*spec.extra_train, str(settings.feedback_dir)]
+    return spec
+
+
+def _job(client: redis.Redis, job_id: str) -> dict:
+    try:
+        return describe(Job.fetch(job_id, connection=client))
+    except NoSuchJobError:
+        raise ApiError(404, f"no training job {job_id!r}") from None
+
+
+def _cancel(client: redis.Redis, settings: Settings, job_id: str) -> dict:
+    view = _job(client, job_id)
+    if view["status"] in ENDED:
+        raise ApiError(409, f"job {job_id} has already ended ({view['status']})")
+    return describe(cancel(client, settings, job_id))
+
+
+@routes.get("/api/training-jobs")
+async def jobs(request: web.Request) -> web.Response:
+    return web.json_response({"jobs": await asyncio.to_thread(list_jobs, request.app[SYNC_REDIS])})
+
+
+@routes.post("/api/training-jobs")
+async def start_job(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    spec = await asyncio.to_thread(parse_spec, await json_object(request), settings)
+    client = request.app[SYNC_REDIS]
+    job = await asyncio.to_thread(enqueue, client, settings, spec)
+    log.info("retraining job %s queued: %s", job.id, spec)
+    return web.json_response(await asyncio.to_thread(describe, job), status=201)
+
+
+@routes.get("/api/training-jobs/{id}")
+async def job(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_job, request.app[SYNC_REDIS], request.match_info["id"]))
+
+
+@routes.delete("/api/training-jobs/{id}")
+async def cancel_job(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    view = await asyncio.to_thread(_cancel, request.app[SYNC_REDIS], settings, request.match_info["id"])
+    return web.json_response(view)
+
+
+def list_models(store: ModelStore) -> dict:
+    live = store.live_version()
+    versions = []
+    for version in store.versions():
+        try:
+            manifest = store.manifest(version).to_json()
+        except ModelStoreError as err:
+            versions.append({"version": version, "live": version == live, "error": str(err)})
+            continue
+        versions.append({**manifest, "live": version == live})
+    return {"live": live, "versions": versions}
+
+
+def _promote(settings: Settings, client: redis.Redis, version: str, force: bool) -> dict:
+    store = settings.model_store()
+    previous = store.live_version()
+    try:
+        store.promote(version, force=force, reason="gateway API")
+    except UnknownVersion as err:
+        raise ApiError(404, str(err)) from None
+    except PromotionRefused as err:
+        raise ApiError(409, str(err).replace("use --force", 'send {"force": true}')) from None
+    except ModelStoreError as err:  # corrupt or incompatible: it cannot be served
+        raise ApiError(409, str(err)) from None
+    _announce(client, settings, version)
+    return {"live": version, "previous": previous}
+
+
+def _rollback(settings: Settings, client: redis.Redis) -> dict:
+    store = settings.model_store()
+    previous = store.live_version()
+    try:
+        version = store.rollback()
+    except ModelStoreError as err:
+        raise ApiError(409, str(err)) from None
+    _announce(client, settings, version)
+    return {"live": version, "previous": previous}
+
+
+def _announce(client: redis.Redis, settings: Settings, version: str) -> None:
+    try:
+        announce(client, settings, version)
+    except redis.RedisError as err:  # workers also poll the live pointer: they switch within seconds
+        log.warning("could not announce %s: %s", version, err)
+
+
+@routes.get("/api/models")
+async def models(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    return web.json_response(await asyncio.to_thread(lambda: list_models(settings.model_store())))
+
+
+@routes.post("/api/models/rollback")
+async def rollback(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    return web.json_response(await asyncio.to_thread(_rollback, settings, request.app[SYNC_REDIS]))
+
+
+@routes.post("/api/models/{version}/promote")
+async def promote(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    unknown = set(body) - {"force"}
+    if unknown:
+        raise ApiError(400, f'unknown option(s) {sorted(unknown)}; expected {{"force": bool}}')
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(400, "force must be true or false")
+    settings = request.app[HUB].settings
+    view = await asyncio.to_thread(_promote, settings, request.app[SYNC_REDIS], request.match_info["version"], force)
+    return web.json_response(view)

@@ -1,0 +1,103 @@
+"""The page in Chromium with a fake webcam, a real gateway process and Redis; the test answers frames."""
+
+import json
+import re
+import urllib.request
+
+import redis
+from browser import BOX_COLOURED, VIDEO_STATE, chromium, open_page
+from clips import make_clip, validation_faces, write_y4m
+from gateway_helpers import AnsweringWorker, GatewayProcess, face
+
+from emostream.config import Settings
+from emostream.labels import EMOTIONS
+from ingest.wire import Result
+from model_store import ModelStore
+from training.data import load_folder
+
+
+def open_streams(url: str) -> list[dict]:
+    with urllib.request.urlopen(f"{url}/api/streams", timeout=10) as response:
+        return json.load(response)["streams"]
+
+
+def test_autostarted_page_plays_the_labelled_video_and_collects_results(redis_server, tmp_path):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    box = truth[0][0].box
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    answer = face(box, "happy")
+    with (
+        GatewayProcess(
+            redis_server.url, EMOSTREAM_RESULT_MAX_AGE="30", EMOSTREAM_MODEL_STORE=str(tmp_path / "store")
+        ) as gateway,
+        AnsweringWorker(redis_server.url, Settings().keys, [answer]),
+        chromium(clip) as browser,
+    ):
+        page = open_page(browser, f"{gateway.url}/?autostart=1")
+        page.wait_for_function("window.emostream.results.length >= 5")
+        page.wait_for_function("() => window.emostream.cameras[0].video.currentTime > 0")
+        page.wait_for_function(f"(arg) => ({BOX_COLOURED})(arg) > 0.5", arg=[0, list(box)])
+        (camera,) = page.evaluate(VIDEO_STATE)
+        results = page.evaluate("window.emostream.results")
+        served = open_streams(gateway.url)
+        fps, latency = page.inner_text(".fps"), page.inner_text(".latency")
+        panel = page.inner_text(".faces")
+        page.click(".camera .toggle")  # stop
+        page.wait_for_function("window.emostream.cameras[0].status === 'stopped'")
+        for _ in range(100):
+            if not open_streams(gateway.url):
+                break
+            page.wait_for_timeout(100)
+        left = open_streams(gateway.url)
+    leftover_keys = redis.Redis.from_url(redis_server.url).keys("emostream:results:*")
+
+    assert camera["status"] == "connected" and camera["playing"] and camera["width"] > 0
+    assert [s["stream"] for s in served] == [camera["stream"]]
+    assert {r["stream"] for r in results} == {camera["stream"]}
+    assert all(Result.from_json(r).to_json() == r for r in results), "results are the wire Result JSON"
+    assert results[-1]["faces"] == [answer.__dict__] and camera["last"] == results[-1]
+    assert re.fullmatch(r"\d+\.\d results/s", fps) and float(fps.split()[0]) > 0
+    assert re.fullmatch(r"-?\d+ ms latency", latency)
+    assert "happy 90%" in panel and all(label in panel for label in answer.scores)
+    assert left == [], "stopping the camera closes its stream on the gateway"
+    assert gateway.process.returncode == 0, "SIGTERM stops the gateway cleanly"
+    assert leftover_keys == [], "the gateway deletes its reply stream when it stops"
+
+
+def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancelled_from_the_page(
+    redis_server, tmp_path
+):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    live = ModelStore.open_default(tmp_path / "store").live_version()  # the bundled model
+    env = {
+        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
+        "EMOSTREAM_FEEDBACK": "1",
+        "EMOSTREAM_FEEDBACK_DIR": str(tmp_path / "feedback"),
+    }
+    with (
+        GatewayProcess(redis_server.url, **env) as gateway,
+        AnsweringWorker(redis_server.url, Settings().keys, [face(truth[0][0].box, "happy")]),
+        chromium(clip) as browser,
+    ):
+        page = open_page(browser, f"{gateway.url}/?autostart=1")
+        page.click(".face .wrong")  # the panel stops following results while the user picks
+        page.select_option(".correction .right-label", "sad")
+        page.click(".correction .send")
+        page.wait_for_function("document.querySelector('.feedback-note').textContent !== ''")
+        note = page.inner_text(".feedback-note")
+        live_text = page.inner_text("#live-model")
+        versions = page.locator("#versions tbody tr").count()
+        page.fill("#retrain-form [name=epochs]", "2")
+        page.check("#retrain-form [name=include_feedback]")
+        page.click("#retrain-form button[type=submit]")
+        page.wait_for_selector(".job.queued")
+        with urllib.request.urlopen(f"{gateway.url}/api/training-jobs", timeout=10) as response:
+            (job,) = json.load(response)["jobs"]
+        page.click(".job .cancel-job")
+        page.wait_for_selector(".job.canceled")
+
+    assert note == "thanks: stored as sad"
+    assert load_folder(tmp_path / "feedback").labels.tolist() == [EMOTIONS.index("sad")], "one face, labelled sad"
+    assert live in live_text and versions == 1
+    assert job["spec"]["epochs"] == 2 and job["spec"]["extra_train"] == [str(tmp_path / "feedback")]

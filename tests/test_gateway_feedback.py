@@ -1,0 +1,111 @@
+"""Feedback capture through the gateway: a real aiortc camera, a real gateway and Redis; the test is the worker."""
+
+import aiohttp
+import numpy as np
+import redis.asyncio as aioredis
+from clips import make_clip, validation_faces
+from gateway_helpers import ClipTrack, WireWorker, connect, run, serving
+
+from emostream.config import Settings
+from emostream.labels import EMOTIONS
+from training.data import load_folder
+from workers.crop import crop_face
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, dict]:
+    async with http.post(f"{url}/api/feedback", json=body) as response:
+        return response.status, await response.json()
+
+
+async def camera_with_frames(served, settings: Settings, frames: list[np.ndarray]):
+    """Connect a camera and read (as a worker) a few of its frames off the frames stream."""
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    worker = WireWorker(redis, settings.keys)
+    await worker.join()
+    client = await connect(served.url, ClipTrack(frames, fps=10), keep_frames=1)
+    received = []
+    while len(received) < 3:
+        received += [frame for _, frame in await worker.read()]
+    return client, redis, received
+
+
+def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_path):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    box = list(truth[0][0].box)
+    settings = Settings(
+        redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=tmp_path / "feedback", frame_width=320
+    )
+
+    async def scenario():
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            client, redis, received = await camera_with_frames(served, settings, frames)
+            frame = received[-1]
+            correction = {
+                "stream": client.stream,
+                "seq": frame.seq,
+                "box": box,
+                "label": "sad",
+                "predicted": "happy",
+                "model_version": "v1",
+            }
+            answers = {
+                "stored": await post(http, served.url, correction),
+                "gone": await post(http, served.url, {**correction, "seq": 10**6}),
+                "other stream": await post(http, served.url, {**correction, "stream": "gw-x-1"}),
+                "bad label": await post(http, served.url, {**correction, "label": "contempt"}),
+                "bad box": await post(http, served.url, {**correction, "box": [1, 2, 0, 5]}),
+                "box off the frame": await post(http, served.url, {**correction, "box": [5000, 10, 50, 50]}),
+                "missing field": await post(http, served.url, {"stream": client.stream, "seq": frame.seq}),
+            }
+            await client.close()
+            await redis.aclose()
+            return frame, answers
+
+    frame, answers = run(scenario())
+    status, stored = answers["stored"]
+    assert status == 201 and stored["label"] == "sad", stored
+    assert {name: status for name, (status, _) in answers.items()} == {
+        "stored": 201,
+        "gone": 404,
+        "other stream": 404,
+        "bad label": 400,
+        "bad box": 400,
+        "box off the frame": 400,
+        "missing field": 400,
+    }
+    assert "no longer kept" in answers["gone"][1]["error"] and "contempt" in answers["bad label"][1]["error"]
+    dataset = load_folder(tmp_path / "feedback")
+    assert dataset.labels.tolist() == [EMOTIONS.index("sad")]
+    expected = crop_face(frame.image, tuple(v / frame.scale for v in box))
+    assert frame.scale == 2.0, "the box was given in source pixels of a downscaled frame"
+    assert np.array_equal(dataset.images[0], expected), "the face as a worker crops it from the queued frame"
+
+
+def test_nothing_is_kept_or_stored_while_the_switch_is_off(redis_server, tmp_path):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    settings = Settings(redis_url=redis_server.url, key_prefix="test", feedback_dir=tmp_path / "feedback")
+
+    async def scenario():
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            client, redis, received = await camera_with_frames(served, settings, frames)
+            correction = {
+                "stream": client.stream,
+                "seq": received[-1].seq,
+                "box": list(truth[0][0].box),
+                "label": "sad",
+                "predicted": "happy",
+                "model_version": "v1",
+            }
+            answer = await post(http, served.url, correction)
+            kept = len(served.hub.sessions[client.stream].sampler.recent)
+            async with http.get(f"{served.url}/api/config") as response:
+                config = await response.json()
+            await client.close()
+            await redis.aclose()
+            return answer, kept, config
+
+    (status, body), kept, config = run(scenario())
+    assert status == 403 and "feedback capture is off" in body["error"]
+    assert kept == 0, "no frame is kept for feedback while the switch is off"
+    assert not (tmp_path / "feedback").exists(), "nothing on disk"
+    assert config["feedback"] is False
