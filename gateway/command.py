@@ -1,34 +1,11 @@
 """``emostream gateway``: serve the page and WebRTC against REDIS_URL until SIGINT or SIGTERM."""
 
 import argparse
-import json
 import logging
 
 from emostream.config import Settings
 
 log = logging.getLogger(__name__)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(settings: Settings) -> None:
-    """With ``log_format=json``, every root handler writes :class:`JsonFormatter` lines."""
-    if settings.log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
 
 
 def run(settings: Settings) -> None:
@@ -58,7 +35,6 @@ def _cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     )
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set: `emostream gateway` needs a shared Redis (or use `emostream up`)")
-    configure_logging(settings)
     run(settings)
     return 0
 
