@@ -87,7 +87,7 @@ class ModelStore:
     def open_default(cls, root: str | Path, bundled: Path = BUNDLED) -> "ModelStore":
         """Open ``root``; an empty store receives the bundled versions and their live pointer."""
         store = cls(root)
-        if store.live_version() is None and not store.versions() and (bundled / "LIVE").exists():
+        if store.live_version() is None and (bundled / "LIVE").exists():
             with store._locked():  # several processes may open a new store at once: one seeds it
                 if store.live_version() is None and not store.versions():
                     for version_dir in sorted((bundled / "versions").iterdir()):

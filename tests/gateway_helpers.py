@@ -20,7 +20,7 @@ import aiohttp
 import numpy as np
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
@@ -110,17 +110,19 @@ class Client:
     frames: list[np.ndarray] = field(default_factory=list)
     """The most recent returned video frames (BGR), newest last."""
     keep_frames: int = 30
+    channel: RTCDataChannel | None = None
+    """The results channel (the page never sends on it)."""
 
     async def close(self) -> None:
         await self.pc.close()
 
 
-async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30) -> Client:
-    """Offer ``track`` to the gateway at ``url`` and start collecting what comes back."""
+async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30, token: str = "") -> Client:
+    """Offer ``track`` to the gateway at ``url`` (with its access ``token``, if any) and collect what comes back."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver(track, direction="sendrecv")
     channel = pc.createDataChannel("results")
-    client = Client(pc, "", keep_frames=keep_frames)
+    client = Client(pc, "", keep_frames=keep_frames, channel=channel)
     channel.on("message", lambda message: client.results.append(json.loads(message)))
 
     async def collect(remote: MediaStreamTrack) -> None:
@@ -137,7 +139,8 @@ async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30) -> C
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
         body = {"sdp": pc.localDescription.sdp, "type": "offer"}
-        async with http.post(f"{url}/api/offer", json=body) as response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with http.post(f"{url}/api/offer", json=body, headers=headers) as response:
             answer = await response.json()
     if response.status != 200:
         await pc.close()
@@ -241,10 +244,10 @@ def box_band(image: np.ndarray, box: tuple[int, int, int, int], scale: float, ma
 
 
 class GatewayProcess:
-    """``emostream gateway`` as a child process on a free port (``with`` stops it)."""
+    """``emostream gateway`` as a child process on ``port`` or a free one (``with`` stops it)."""
 
-    def __init__(self, redis_url: str, **env: str) -> None:
-        self.port = free_port()
+    def __init__(self, redis_url: str, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "emostream.cli", "gateway", "--port", str(self.port)]
         self.process = subprocess.Popen(
