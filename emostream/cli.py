@@ -230,8 +230,10 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from emostream.stack import EmbeddedStack
+    from gateway.access import check_exposure
 
     settings = settings.replace(host=args.host, port=args.port)
+    check_exposure(settings)  # before starting anything
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -54,6 +54,20 @@ class Settings:
     """Camera streams one gateway serves at once; further offers get 503."""
     stream_idle_timeout: float = 10.0
     """Seconds a gateway stream may go without a video frame before it is closed (vanished client)."""
+    max_inflight_per_stream: int = 4
+    """Frames of one gateway stream queued and unanswered at once; a sample beyond it is skipped (backpressure).
+
+    A frame stops counting after ``resend_after`` seconds unanswered (a worker dropped it, or it was lost)."""
+    max_streams_per_client: int = 8
+    """Camera streams one client address may have open on a gateway; further offers get 429."""
+    offer_rate: float = 30.0
+    """Offers per minute one client address may make (token bucket, 0: unlimited); further ones get 429."""
+    offer_burst: int = 10
+    """Offers one client address may make at once before ``offer_rate`` applies."""
+    token: str = field(default="", repr=False)
+    """Access token for the page, the API and offers; required when the gateway binds to a non-loopback address."""
+    cors_origins: str = ""
+    """Comma-separated origins allowed to call the API from other sites (empty: no CORS headers at all)."""
     # workers
     workers: int = 0
     """Worker processes `up` starts; 0 picks as many as fit the cores."""
@@ -114,6 +128,10 @@ class Settings:
             raise ValueError("frame_width and detect_width must be at least 32 pixels")
         if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0:
             raise ValueError("batch_frames must be >= 1, batch_wait_ms and workers >= 0")
+        if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:
+            raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
+        if self.offer_rate < 0 or self.resend_after <= 0:
+            raise ValueError("offer_rate must be >= 0 and resend_after positive")
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (inverse of from_env)."""

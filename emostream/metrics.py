@@ -26,6 +26,7 @@ DROP_REASONS = (
     "decode_error",  # gateway/ingest: a camera frame that could not be converted
     "redis_unavailable",  # gateway/ingest: Redis down, frame not queued
     "reclaimed_stale",  # worker: a dead worker's pending frame, too old once reclaimed
+    "backpressure",  # gateway: the stream already has max_inflight_per_stream frames queued and unanswered
 )
 
 RESULT_OUTCOMES = (
@@ -33,6 +34,7 @@ RESULT_OUTCOMES = (
     "unknown_stream",  # gateway: the stream is closed (or another gateway's)
     "malformed",  # gateway: a reply-stream entry that does not decode
     "undeliverable",  # gateway: the browser's data channel is not open or is backed up
+    "rate_limited",  # gateway: more results for one stream than its sampling rate allows
 )
 
 

@@ -12,16 +12,21 @@ Routes::
     GET    /healthz             alive (with the gateway's clock, for the page's latency)
     GET    /readyz              Redis reachable
     GET    /metrics             Prometheus metrics (emostream.metrics)
+    GET    /api/openapi.json    the OpenAPI 3 description of these routes (gateway/openapi.json)
 
     /api/training-jobs..., /api/models...   retraining and the model store (gateway.retraining)
     POST   /api/feedback                    a user's label correction (gateway.feedback)
+
+With ``settings.token`` set, every route but the health, metrics and targets ones needs it
+(:mod:`gateway.access`); CORS headers are sent only for ``settings.cors_origins``.
 """
 
 import asyncio
 import json
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis
@@ -32,15 +37,16 @@ from aiortc.sdp import SessionDescription
 
 from emostream.config import Settings
 from emostream.metrics import CONTENT_TYPE, Metrics
-from gateway import feedback, retraining
-from gateway.api import HUB, SYNC_REDIS, ApiError
-from gateway.hub import GatewayFull, Hub
+from gateway import access, feedback, retraining
+from gateway.api import HUB, SYNC_REDIS, ApiError, Handler
+from gateway.hub import ClientLimit, GatewayFull, Hub
 from gateway.session import OfferError
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file())
+OPENAPI = Path(__file__).parent / "openapi.json"
 MAX_BODY = 64 * 1024
 """Largest request body accepted (an offer is a few kilobytes); larger ones get 413."""
 OFFER_TIMEOUT = 20.0
@@ -51,16 +57,14 @@ WORKER_MAX_AGE = 5.0
 __all__ = ["HUB", "ApiError", "create_app"]  # HUB and ApiError live in gateway.api
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a JSON error response; unexpected ones are logged as 500."""
+    headers: dict[str, str] = {}
     try:
         return await handler(request)
     except ApiError as err:
-        status, message = err.status, err.message
+        status, message, headers = err.status, err.message, err.headers
     except web.HTTPException as err:
         if err.status < 400:
             raise
@@ -72,7 +76,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         status, message = 500, "internal error"
     if HUB in request.app:
         request.app[HUB].metrics.gateway_http_errors.labels(status=str(status)).inc()
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 def check_offer(body: object) -> RTCSessionDescription:
@@ -113,20 +117,31 @@ async def config(request: web.Request) -> web.Response:
 
 
 async def offer(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    client = request.remote or ""
+    wait = hub.offers.acquire(client)
+    if wait:
+        raise ApiError(429, "too many offers: try again later", headers={"Retry-After": str(math.ceil(wait))})
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "the body is not valid JSON") from None
     description = check_offer(body)
     try:
-        session, answer = await asyncio.wait_for(request.app[HUB].open(description), OFFER_TIMEOUT)
+        session, answer = await asyncio.wait_for(hub.open(description, client), OFFER_TIMEOUT)
     except GatewayFull as err:
         raise ApiError(503, str(err)) from None
+    except ClientLimit as err:
+        raise ApiError(429, str(err)) from None
     except OfferError as err:
         raise ApiError(400, str(err)) from None
     except TimeoutError:
         raise ApiError(504, "timed out answering the offer") from None
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": session.stream})
+
+
+async def openapi(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(OPENAPI, headers={"Content-Type": "application/json"})
 
 
 async def streams(request: web.Request) -> web.Response:
@@ -195,6 +210,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
         raise ValueError("the gateway needs settings.redis_url (REDIS_URL)")
     if settings.max_streams < 1 or settings.stream_idle_timeout <= 0:
         raise ValueError("max_streams must be >= 1 and stream_idle_timeout positive")
+    access.check_exposure(settings)
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
         client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=READY_TIMEOUT)
@@ -208,11 +224,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
         await client.aclose()
         sync.close()
 
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    middlewares = [json_errors]
+    if settings.token:
+        middlewares.append(access.token_middleware(settings))
+    if settings.cors_origins.strip():
+        middlewares.insert(0, access.cors_middleware(settings))
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app.cleanup_ctx.append(hub_context)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/api/config", config)
+    app.router.add_get("/api/openapi.json", openapi)
     app.router.add_post("/api/offer", offer)
     app.router.add_get("/api/streams", streams)
     app.router.add_delete("/api/streams/{stream}", close_stream)

@@ -11,6 +11,7 @@ from aiortc import RTCSessionDescription
 
 from emostream.config import Settings
 from emostream.metrics import Metrics
+from gateway.limits import ClientRateLimiter
 from gateway.results import ResultReader
 from gateway.session import Session
 from ingest.wire import Result
@@ -19,10 +20,16 @@ log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = 1.0
 """How often the length of the frames stream is measured for ``emostream_queue_length``."""
+DRAIN_S = 1.0
+"""On stop, how long to wait for the answers to frames still in flight before deleting the reply stream."""
 
 
 class GatewayFull(RuntimeError):
     """``settings.max_streams`` sessions are open already."""
+
+
+class ClientLimit(RuntimeError):
+    """The client has ``settings.max_streams_per_client`` sessions open already."""
 
 
 class Hub:
@@ -36,6 +43,10 @@ class Hub:
         """The reply stream every frame of this gateway names; workers answer there."""
         self.metrics = metrics or Metrics(process_collectors=False)
         self.sessions: dict[str, Session] = {}
+        self.draining: dict[str, Session] = {}
+        """Sessions closed by :meth:`stop` whose frames may still be answered."""
+        self.offers = ClientRateLimiter(settings.offer_rate, settings.offer_burst)
+        """Offers per client address (``POST /api/offer`` asks it first)."""
         self.reader = ResultReader(redis, self.reply, self.deliver, self.metrics)
         self._numbers = itertools.count(1)
         self._tasks: list[asyncio.Task] = []
@@ -53,13 +64,18 @@ class Hub:
                 self.metrics.queue_length.set(await self.redis.xlen(self.settings.keys.frames))
             await asyncio.sleep(QUEUE_POLL_S)
 
-    async def open(self, offer: RTCSessionDescription) -> tuple[Session, RTCSessionDescription]:
-        """A new session answering ``offer``; raises :class:`GatewayFull` or :class:`~gateway.session.OfferError`."""
+    async def open(self, offer: RTCSessionDescription, client: str = "") -> tuple[Session, RTCSessionDescription]:
+        """A new session answering ``offer`` from address ``client``.
+
+        Raises :class:`GatewayFull`, :class:`ClientLimit` or :class:`~gateway.session.OfferError`.
+        """
         if len(self.sessions) >= self.settings.max_streams:
             raise GatewayFull(f"this gateway serves at most {self.settings.max_streams} streams")
-        session = Session(
-            f"{self.id}-{next(self._numbers)}", self.reply, self.settings, self.redis, self.metrics, self._closed
-        )
+        limit = self.settings.max_streams_per_client
+        if sum(s.client == client for s in self.sessions.values()) >= limit:
+            raise ClientLimit(f"a client may have at most {limit} streams open")
+        stream = f"{self.id}-{next(self._numbers)}"
+        session = Session(stream, self.reply, self.settings, self.redis, self.metrics, self._closed, client)
         self.sessions[session.stream] = session
         self.metrics.active_streams.set(len(self.sessions))
         answer = await session.accept(offer)
@@ -67,7 +83,7 @@ class Hub:
         return session, answer
 
     def deliver(self, result: Result) -> bool:
-        session = self.sessions.get(result.stream)
+        session = self.sessions.get(result.stream) or self.draining.get(result.stream)
         if session is None:
             return False
         session.deliver(result)
@@ -78,8 +94,17 @@ class Hub:
         self.metrics.active_streams.set(len(self.sessions))
 
     async def stop(self) -> None:
-        """Close every session, stop reading and delete the reply stream."""
+        """Close every session, wait (briefly) for the frames in flight, stop reading and delete the reply stream.
+
+        An answer later than :data:`DRAIN_S` recreates the reply stream, which expires on its own.
+        """
+        self.draining = dict(self.sessions)
         await asyncio.gather(*(session.close() for session in list(self.sessions.values())))
+        deadline = asyncio.get_running_loop().time() + DRAIN_S
+        while asyncio.get_running_loop().time() < deadline and any(
+            s.sampler and s.sampler.in_flight() for s in self.draining.values()
+        ):
+            await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -79,7 +79,7 @@ def parse_spec(body: dict, settings: Settings) -> RetrainSpec:
 def _job(client: redis.Redis, job_id: str) -> dict:
     try:
         return describe(Job.fetch(job_id, connection=client))
-    except NoSuchJobError:
+    except (NoSuchJobError, ValueError):  # ValueError: not even a valid job id
         raise ApiError(404, f"no training job {job_id!r}") from None
 
 

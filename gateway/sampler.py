@@ -5,6 +5,13 @@ A reader task takes every decoded frame of the track (a buffered
 sampling loop takes the slot's frame when it is free. A frame replaced in the slot before it
 was taken (the sampler was still encoding or queueing the previous one) is *superseded*:
 counted as dropped, never queued. So a slow sampler skips frames instead of falling behind.
+
+Backpressure at the source: a stream keeps at most ``settings.max_inflight_per_stream`` frames
+queued and unanswered; a sample due while that many are in flight is skipped and counted
+(``backpressure``). So one stream cannot flood the shared frames stream, and when workers fall
+behind every stream slows down alike. A frame unanswered for ``settings.resend_after`` seconds
+no longer counts (a worker dropped it as stale, or it was lost with Redis), so a lost frame
+never stalls its stream.
 """
 
 import asyncio
@@ -46,6 +53,8 @@ class SamplerStats:
     taken: int = 0
     """Frames the sampling loop took (then kept or skipped by the sampling rate)."""
     sent: int = 0
+    backpressured: int = 0
+    """Samples skipped because the stream had ``max_inflight_per_stream`` frames unanswered."""
     failed: int = 0
     """Sampled frames that could not be queued (Redis unreachable or the frame unconvertible)."""
 
@@ -99,6 +108,8 @@ class TrackSampler:
         """Source width of each recently sent frame, by seq."""
         self.recent: OrderedDict[int, dict[str, bytes | str]] = OrderedDict()
         """The wire fields of the last :data:`FRAMES_KEPT` sent frames, by seq (only while feedback is on)."""
+        self.inflight: OrderedDict[int, float] = OrderedDict()
+        """Frames queued and not yet answered: seq -> when queued (monotonic), oldest first."""
         self._reformatter = VideoReformatter()
         self._seq = 0
         self._slot: tuple[VideoFrame, float] | None = None
@@ -120,12 +131,28 @@ class TrackSampler:
                 (frame, ts), self._slot = self._slot, None
                 timeout = self.settings.stream_idle_timeout
                 self.stats.taken += 1
-                if self.rate.keep(ts):
-                    await self.send(frame, ts)
+                if not self.rate.keep(ts):
+                    continue
+                if self.in_flight() >= self.settings.max_inflight_per_stream:
+                    self.stats.backpressured += 1
+                    self.metrics.frames_dropped.labels(reason="backpressure").inc()
+                    continue
+                await self.send(frame, ts)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             self.track.stop()  # a buffered relay proxy nobody reads would queue frames without bound
+
+    def answered(self, seq: int) -> None:
+        """The result of frame ``seq`` arrived: it is no longer in flight."""
+        self.inflight.pop(seq, None)
+
+    def in_flight(self) -> int:
+        """Frames queued and unanswered, forgetting those unanswered for longer than ``resend_after``."""
+        expired = time.monotonic() - self.settings.resend_after
+        while self.inflight and next(iter(self.inflight.values())) < expired:
+            self.inflight.popitem(last=False)
+        return len(self.inflight)
 
     async def _read(self) -> None:
         """Put every frame of the track in the slot; a frame still there is superseded."""
@@ -158,16 +185,22 @@ class TrackSampler:
         except ValueError as err:
             self._failed(seq, "decode_error", err)
             return
+        self.inflight[seq] = time.monotonic()  # before XADD: its answer may be read before XADD returns here
+        # shielded: a stream closing mid-XADD still counts the frame it queued, so the counters add up
+        await asyncio.shield(self._queue(seq, fields, frame.width))
+
+    async def _queue(self, seq: int, fields: dict[str, bytes | str], width: int) -> None:
         try:
             await self.redis.xadd(
                 self.settings.keys.frames, fields, maxlen=self.settings.frames_maxlen, approximate=True
             )
         except (aioredis.RedisError, OSError) as err:
+            self.inflight.pop(seq, None)
             self._failed(seq, "redis_unavailable", err)
             return
         self.stats.sent += 1
         self.metrics.frames_sampled.inc()
-        self.widths[seq] = frame.width
+        self.widths[seq] = width
         if len(self.widths) > SIZES_KEPT:
             self.widths.popitem(last=False)
         if self.settings.feedback:

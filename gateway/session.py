@@ -23,14 +23,23 @@ from aiortc.contrib.media import MediaRelay
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from gateway.labelled_track import LabelledTrack
+from gateway.limits import TokenBucket
 from gateway.sampler import TrackSampler
 from ingest.wire import Result
 
 log = logging.getLogger(__name__)
 
 RESULTS_CHANNEL = "results"
-MAX_BUFFERED = 1 << 20
-"""Bytes queued on the results channel past which results are dropped (and counted) for that browser."""
+MAX_BUFFERED = 64 * 1024
+"""Bytes queued on the results channel past which results are dropped (and counted) for that browser.
+
+A result is a few hundred bytes: this is seconds of results, so a browser that stops reading
+costs a bounded amount of memory and gets fresh results, not old ones, when it reads again."""
+RESULTS_BURST = 2
+"""Results a stream may get at once, in multiples of ``max_inflight_per_stream`` (a batch answers them together)."""
+INCOMING_RATE, INCOMING_BURST = 5.0, 20
+"""Messages a second (and at once) a browser may send on the results channel; the page sends none.
+A browser sending more has its stream closed."""
 
 
 class OfferError(ValueError):
@@ -54,8 +63,11 @@ class Session:
         redis: aioredis.Redis,
         metrics: Metrics,
         on_closed: Callable[["Session"], None],
+        client: str = "",
     ) -> None:
         self.stream = stream
+        self.client = client
+        """The address the offer came from (streams per client are limited)."""
         self.reply = reply
         self.settings = settings
         self.redis = redis
@@ -69,8 +81,12 @@ class Session:
         self.channel: RTCDataChannel | None = None
         self.results_sent = 0
         self.results_dropped = 0
+        self.results_limit = TokenBucket(settings.sample_fps, RESULTS_BURST * settings.max_inflight_per_stream)
+        """Results go to the browser no faster than frames are sampled."""
+        self.incoming_limit = TokenBucket(INCOMING_RATE, INCOMING_BURST)
         self.closed = False
         self._task: asyncio.Task | None = None
+        self._closing: asyncio.Future | None = None
 
     async def accept(self, offer: Description) -> Description:
         """Answer ``offer`` and start sampling; raises :class:`OfferError` (the session is then closed)."""
@@ -108,6 +124,12 @@ class Session:
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == RESULTS_CHANNEL and self.channel is None:
             self.channel = channel
+            channel.on("message", self._on_message)
+
+    def _on_message(self, message: object) -> None:
+        if not self.incoming_limit.take() and not self.closed:
+            log.warning("stream %s: the browser floods the results channel, closing", self.stream)
+            self._closing = asyncio.ensure_future(self.close())
 
     async def _on_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
@@ -124,12 +146,18 @@ class Session:
 
     def deliver(self, result: Result) -> None:
         """Show ``result`` on the returned video and send it on the results channel (or count it dropped)."""
+        if self.sampler:
+            self.sampler.answered(result.seq)
         if self.sampler and self.labelled and result.seq in self.sampler.widths:
             self.labelled.show(result, self.sampler.widths[result.seq])
         channel = self.channel
         if channel is None or channel.readyState != "open" or channel.bufferedAmount > MAX_BUFFERED:
             self.results_dropped += 1
             self.metrics.gateway_results.labels(outcome="undeliverable").inc()
+            return
+        if not self.results_limit.take():
+            self.results_dropped += 1
+            self.metrics.gateway_results.labels(outcome="rate_limited").inc()
             return
         channel.send(json.dumps(result.to_json(), separators=(",", ":")))
         self.results_sent += 1
@@ -144,6 +172,8 @@ class Session:
             "frames_received": stats.received if stats else 0,
             "frames_superseded": stats.superseded if stats else 0,
             "frames_sent": stats.sent if stats else 0,
+            "frames_backpressured": stats.backpressured if stats else 0,
+            "frames_in_flight": len(self.sampler.inflight) if self.sampler else 0,
             "frames_failed": stats.failed if stats else 0,
             "results_sent": self.results_sent,
             "results_dropped": self.results_dropped,

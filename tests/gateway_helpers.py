@@ -110,6 +110,8 @@ class Client:
     frames: list[np.ndarray] = field(default_factory=list)
     """The most recent returned video frames (BGR), newest last."""
     keep_frames: int = 30
+    frames_seen: int = 0
+    """Every returned video frame received so far (``frames`` keeps only the last ``keep_frames``)."""
     channel: RTCDataChannel | None = None
     """The results channel (the page never sends on it)."""
 
@@ -132,6 +134,7 @@ async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30, toke
             except MediaStreamError:
                 return
             client.frames.append(frame.to_ndarray(format="bgr24"))
+            client.frames_seen += 1
             del client.frames[: -client.keep_frames]
 
     tasks = []

@@ -11,6 +11,8 @@ from gateway_helpers import AnsweringWorker, GatewayProcess, face
 
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
+from emostream.redis_server import RedisServer
+from emostream.stack import EmbeddedStack
 from ingest.wire import Result
 from model_store import ModelStore
 from training.data import load_folder
@@ -37,8 +39,8 @@ def test_autostarted_page_plays_the_labelled_video_and_collects_results(redis_se
         page.wait_for_function("window.emostream.results.length >= 5")
         page.wait_for_function("() => window.emostream.cameras[0].video.currentTime > 0")
         page.wait_for_function(f"(arg) => ({BOX_COLOURED})(arg) > 0.5", arg=[0, list(box)])
-        (camera,) = page.evaluate(VIDEO_STATE)
-        results = page.evaluate("window.emostream.results")
+        # one snapshot: a result arriving between two reads would make `last` and `results` disagree
+        (camera,), results = page.evaluate(f"() => [({VIDEO_STATE})(), window.emostream.results]")
         served = open_streams(gateway.url)
         fps, latency = page.inner_text(".fps"), page.inner_text(".latency")
         panel = page.inner_text(".faces")
@@ -101,3 +103,31 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
     assert load_folder(tmp_path / "feedback").labels.tolist() == [EMOTIONS.index("sad")], "one face, labelled sad"
     assert live in live_text and versions == 1
     assert job["spec"]["epochs"] == 2 and job["spec"]["extra_train"] == [str(tmp_path / "feedback")]
+
+
+def test_the_page_reconnects_by_itself_when_the_gateway_restarts(tmp_path):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    with RedisServer() as server:
+        settings = Settings(redis_url=server.url, model_store_root=tmp_path / "store")
+        env = {"EMOSTREAM_MODEL_STORE": str(settings.model_store_root)}
+        with EmbeddedStack(settings, workers=1), chromium(clip) as browser:
+            first = GatewayProcess(server.url, **env).wait_ready()
+            try:
+                page = open_page(browser, f"{first.url}/?autostart=1")
+                page.wait_for_function("window.emostream.results.length >= 5")
+                before = page.evaluate("window.emostream.cameras[0].stream")
+            finally:
+                stopped = first.stop()
+            page.wait_for_function("window.emostream.cameras[0].status.includes('reconnecting in')")
+            waiting = page.evaluate("window.emostream.cameras[0].status")
+            with GatewayProcess(server.url, port=first.port, **env):
+                page.wait_for_function(
+                    "(before) => window.emostream.results.filter((r) => r.stream !== before).length >= 5", arg=before
+                )
+                (camera,) = page.evaluate(VIDEO_STATE)
+
+    assert stopped == 0
+    assert camera["status"] == "connected" and camera["stream"] != before, "a new stream on the new gateway"
+    assert camera["stream"].split("-")[1] != before.split("-")[1], "answered by another gateway process"
+    assert "reconnecting in" in waiting, "the page shows that it is reconnecting"

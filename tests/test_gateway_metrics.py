@@ -118,7 +118,9 @@ def test_metrics_targets_and_health_of_a_gateway_and_a_worker(redis_server, tmp_
 
 def test_targets_leave_out_stale_and_address_less_heartbeats(redis_server, redis_client):
     keys = Settings().keys
-    with GatewayProcess(redis_server.url, EMOSTREAM_HOST="0.0.0.0", EMOSTREAM_ADVERTISE_HOST="gw.example") as gateway:
+    with GatewayProcess(
+        redis_server.url, EMOSTREAM_HOST="0.0.0.0", EMOSTREAM_ADVERTISE_HOST="gw.example", EMOSTREAM_TOKEN="t" * 32
+    ) as gateway:  # /api/targets stays open to Prometheus without the token
         now = time.time()
         beats = {
             "fresh": {"name": "fresh", "ts": now, "model_version": "v", "metrics": "10.0.0.7:9100", "role": "worker"},

@@ -67,7 +67,9 @@ def test_frames_are_sampled_at_the_configured_rate(redis_server):
 
     async def scenario():
         track = RemoteStreamTrack(kind="video")
-        sampler, redis, settings = sampler_for(track, redis_server.url, clock=lambda: now[0], sample_fps=10)
+        sampler, redis, settings = sampler_for(
+            track, redis_server.url, clock=lambda: now[0], sample_fps=10, max_inflight_per_stream=100
+        )
         task = asyncio.create_task(sampler.run())
         for index in range(60):  # a 30 fps camera, each frame taken before the next arrives
             now[0] = 1000.0 + index / 30

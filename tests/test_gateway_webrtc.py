@@ -55,8 +55,8 @@ def test_frames_go_out_on_the_wire_and_results_come_back_drawn(redis_server):
             before = client.frames[-1]
             result = await worker.answer(received[-1][1], [face(box, "happy")])
             await until(lambda: client.results, 60, "the result on the data channel")
-            count = len(client.frames)
-            await until(lambda: len(client.frames) > count + 2, 60, "video frames after the result")
+            count = client.frames_seen
+            await until(lambda: client.frames_seen > count + 2, 60, "video frames after the result")
             after = client.frames[-1]
             metrics = metric_values(served.hub.metrics.render().decode())
             await client.close()

@@ -6,6 +6,9 @@ const MAX_RESULTS = 1000;
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const WINDOW_MS = 2000; // fps and latency are measured over this window
 const RETRAINING_POLL_MS = 2000; // the model and job lists are refreshed this often
+const RECONNECT_MIN_MS = 500; // a lost connection is retried after this, doubling up to RECONNECT_MAX_MS
+const RECONNECT_MAX_MS = 10000;
+const DISCONNECTED_GRACE_MS = 4000; // "disconnected" for this long counts as lost (it may recover by itself)
 
 // For automation: results of every camera, newest last.
 const emostream = (window.emostream = { results: [], cameras: [], clockOffset: 0, config: null, ready: false });
@@ -16,8 +19,9 @@ function notice(text) {
   $("#notice").textContent = text;
 }
 
+// Same-origin requests carry the token cookie set by /?token=... (HttpOnly: scripts never see the token).
 async function fetchJson(url, options) {
-  const response = await fetch(url, options);
+  const response = await fetch(url, { credentials: "same-origin", ...options });
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || `${url}: HTTP ${response.status}`);
   return body;
@@ -64,10 +68,13 @@ class Camera {
     this.arrivals = []; // [browser time ms, latency s] of recent results
     this.last = null; // the latest result of this camera
     this.correcting = null; // {result, index} while the user picks the right label of a face (panel frozen)
+    this.wanted = false; // started by the user and not stopped: keep reconnecting
+    this.retries = 0;
+    this.retryTimer = null;
     this.element = $("#camera-template").content.firstElementChild.cloneNode(true);
     this.video = $("video", this.element);
     $(".name", this.element).textContent = name;
-    $(".toggle", this.element).onclick = () => (this.pc ? this.stop() : this.start());
+    $(".toggle", this.element).onclick = () => (this.wanted ? this.stop() : this.start());
     $(".remove", this.element).onclick = () => this.remove();
     $("#cameras").append(this.element);
   }
@@ -75,27 +82,43 @@ class Camera {
   setStatus(status) {
     this.status = status;
     $(".status", this.element).textContent = this.stream ? `${status} (${this.stream})` : status;
-    $(".toggle", this.element).textContent = this.pc ? "Stop" : "Start";
+    $(".toggle", this.element).textContent = this.wanted ? "Stop" : "Start";
   }
 
-  async start() {
-    if (this.pc) return;
+  // Start (or keep) this camera: reconnects by itself with capped exponential backoff when the
+  // connection to the gateway is lost (gateway restarted, network down) until stop() is called.
+  start() {
+    this.wanted = true;
+    this.retries = 0;
+    clearTimeout(this.retryTimer);
+    this.connect();
+  }
+
+  async connect() {
+    if (this.pc || !this.wanted) return;
     const pc = (this.pc = new RTCPeerConnection({ iceServers: emostream.config.ice_servers }));
-    this.setStatus("starting");
+    this.setStatus(this.retries ? "reconnecting" : "starting");
     try {
-      const constraints = this.deviceId ? { deviceId: { exact: this.deviceId } } : true;
-      this.media = await navigator.mediaDevices.getUserMedia({ video: constraints, audio: false });
-      listCameras(); // labels are only known once the camera is allowed
+      if (!this.media) {
+        const constraints = this.deviceId ? { deviceId: { exact: this.deviceId } } : true;
+        this.media = await navigator.mediaDevices.getUserMedia({ video: constraints, audio: false });
+        listCameras(); // labels are only known once the camera is allowed
+      }
       pc.addTransceiver(this.media.getVideoTracks()[0], { direction: "sendrecv" });
       const channel = pc.createDataChannel("results");
       channel.onmessage = (event) => this.onResult(JSON.parse(event.data));
+      channel.onclose = () => this.lost(pc, "results channel closed");
       pc.ontrack = (event) => {
         this.video.srcObject = new MediaStream([event.track]);
       };
       pc.onconnectionstatechange = () => {
         if (this.pc !== pc) return;
         this.setStatus(pc.connectionState);
-        if (pc.connectionState === "failed") this.stop();
+        if (pc.connectionState === "connected") this.retries = 0;
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") this.lost(pc, pc.connectionState);
+        if (pc.connectionState === "disconnected") {
+          setTimeout(() => pc.connectionState === "disconnected" && this.lost(pc, "disconnected"), DISCONNECTED_GRACE_MS);
+        }
       };
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringDone(pc);
@@ -109,18 +132,40 @@ class Camera {
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       this.setStatus(pc.connectionState);
     } catch (error) {
-      this.stop();
-      this.setStatus(`error: ${error.message}`);
+      this.lost(pc, `error: ${error.message}`);
     }
   }
 
-  stop() {
+  // The connection `pc` is gone: close it and, unless the user stopped the camera, try again later.
+  lost(pc, why) {
+    if (this.pc !== pc) return;
+    this.disconnect();
+    if (!this.wanted) return this.setStatus(why);
+    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.retries);
+    this.retries += 1;
+    this.setStatus(`${why}; reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${this.retries})`);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  // Close the peer connection (the camera stays open for the next one).
+  disconnect() {
     if (this.pc) this.pc.close();
-    if (this.media) this.media.getTracks().forEach((track) => track.stop());
-    if (this.stream) fetch(`/api/streams/${encodeURIComponent(this.stream)}`, { method: "DELETE" }).catch(() => {});
-    this.pc = this.media = this.stream = null;
+    if (this.stream) {
+      const url = `/api/streams/${encodeURIComponent(this.stream)}`;
+      fetch(url, { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+    }
+    this.pc = this.stream = null;
     this.video.srcObject = null;
     this.arrivals = [];
+  }
+
+  stop() {
+    this.wanted = false;
+    clearTimeout(this.retryTimer);
+    this.disconnect();
+    if (this.media) this.media.getTracks().forEach((track) => track.stop());
+    this.media = null;
     this.correcting = null;
     $(".faces", this.element).replaceChildren();
     this.setStatus("stopped");
@@ -217,6 +262,7 @@ class Camera {
     try {
       const response = await fetch("/api/feedback", {
         method: "POST",
+        credentials: "same-origin",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       });

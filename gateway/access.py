@@ -1,0 +1,103 @@
+"""Who may use the gateway: the access token, the page's token cookie, and CORS (closed unless configured).
+
+With ``settings.token`` set, every route but :data:`OPEN_PATHS` needs it, as ``Authorization:
+Bearer <token>`` (API clients, offers) or the ``emostream_token`` cookie (the page). Opening
+``/?token=<token>`` once sets the cookie (HttpOnly, SameSite=Strict) and redirects to the same
+URL without the token, so it stays out of the address bar, history and logs. Tokens are
+compared in constant time. A gateway reachable from other machines refuses to start without
+one (:func:`check_exposure`).
+"""
+
+import hmac
+import ipaddress
+
+from aiohttp import web
+
+from emostream.config import Settings
+from gateway.api import ApiError, Handler
+
+TOKEN_COOKIE = "emostream_token"
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/targets"})
+"""Routes for probes and monitoring, open even with a token: they carry no personal data
+(no stream or user ids, no frames) and Prometheus and the kubelet scrape them without one."""
+CORS_METHODS = "GET, POST, DELETE"
+CORS_HEADERS = "Authorization, Content-Type"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the gateway reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost, or "" (every address)
+
+
+def check_exposure(settings: Settings) -> None:
+    """Raise ``ValueError`` when the gateway would be reachable from other machines without a token."""
+    if not settings.token and not is_loopback(settings.host):
+        raise ValueError(
+            f"the gateway would listen on {settings.host or 'every address'}, reachable from other machines: "
+            "set EMOSTREAM_TOKEN to a long random secret (e.g. `openssl rand -hex 32`), or bind to 127.0.0.1"
+        )
+
+
+def _matches(given: str | None, token: bytes) -> bool:
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "backslashreplace"), token)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def token_middleware(settings: Settings):
+    """Require ``settings.token`` (see the module documentation)."""
+    token = settings.token.encode()
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        if request.path == "/" and "token" in request.query:
+            if not _matches(request.query["token"], token):
+                raise ApiError(401, "wrong token")
+            query = request.query.copy()
+            del query["token"]
+            response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(query))})
+            response.set_cookie(
+                TOKEN_COOKIE, settings.token, httponly=True, samesite="Strict", path="/", secure=request.secure
+            )
+            return response
+        if _matches(_bearer(request), token) or _matches(request.cookies.get(TOKEN_COOKIE), token):
+            return await handler(request)
+        raise ApiError(
+            401,
+            "a token is required: open /?token=TOKEN once in the browser, or send Authorization: Bearer TOKEN",
+            headers={"WWW-Authenticate": 'Bearer realm="emostream"'},
+        )
+
+    return require_token
+
+
+def cors_middleware(settings: Settings):
+    """CORS headers for the origins in ``settings.cors_origins`` only; preflight requests answered here."""
+    origins = frozenset(origin.strip() for origin in settings.cors_origins.split(",") if origin.strip())
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        if origin not in origins:
+            return await handler(request)
+        allowed = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            preflight = {"Access-Control-Allow-Methods": CORS_METHODS, "Access-Control-Allow-Headers": CORS_HEADERS}
+            return web.Response(status=204, headers={**allowed, **preflight, "Access-Control-Max-Age": "600"})
+        response = await handler(request)
+        response.headers.update(allowed)
+        return response
+
+    return cors
