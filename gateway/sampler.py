@@ -9,8 +9,9 @@ counted as dropped, never queued. So a slow sampler skips frames instead of fall
 Backpressure at the source: a stream keeps at most ``settings.max_inflight_per_stream`` frames
 queued and unanswered; a sample due while that many are in flight is skipped and counted
 (``backpressure``). So one stream cannot flood the shared frames stream, and when workers fall
-behind every stream slows down alike. A frame unanswered for ``settings.resend_after`` seconds
-no longer counts (a worker dropped it as stale, or it was lost with Redis), so a lost frame
+behind every stream slows down alike. A frame older than the latency budget
+(``settings.max_frame_age``) plus :data:`INFLIGHT_GRACE_S` no longer counts: workers drop such
+frames unanswered (or it was lost with Redis), so a lost frame holds its slot only briefly and
 never stalls its stream.
 """
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
 """Seconds the first frame may take (ICE, DTLS, first key frame) before the stream is given up."""
+INFLIGHT_GRACE_S = 1.0
+"""Time past the latency budget a queued frame may still be answered (a worker took it just in time)."""
 SIZES_KEPT = 256
 """Source widths remembered per sent frame, to scale its result's boxes onto the returned video."""
 FRAMES_KEPT = 50
@@ -148,8 +151,8 @@ class TrackSampler:
         self.inflight.pop(seq, None)
 
     def in_flight(self) -> int:
-        """Frames queued and unanswered, forgetting those unanswered for longer than ``resend_after``."""
-        expired = time.monotonic() - self.settings.resend_after
+        """Frames queued and unanswered, forgetting those too old to be answered any more."""
+        expired = time.monotonic() - (self.settings.max_frame_age + INFLIGHT_GRACE_S)
         while self.inflight and next(iter(self.inflight.values())) < expired:
             self.inflight.popitem(last=False)
         return len(self.inflight)

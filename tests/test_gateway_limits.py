@@ -27,7 +27,7 @@ def dropped(metrics: str, reason: str) -> float:
 
 
 def test_a_stream_keeps_at_most_its_bound_of_frames_unanswered_and_resumes_when_answered(redis_server):
-    settings = settings_for(redis_server, max_inflight_per_stream=4, resend_after=600)
+    settings = settings_for(redis_server, max_inflight_per_stream=4, max_frame_age=600)
 
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
@@ -54,10 +54,10 @@ def test_frames_never_answered_stop_counting_so_a_stream_does_not_stall(redis_se
     async def scenario():
         track = RemoteStreamTrack(kind="video")
         sampler, queue, settings = sampler_for(
-            track, redis_server.url, sample_fps=1000, max_inflight_per_stream=2, resend_after=0.3
+            track, redis_server.url, sample_fps=1000, max_inflight_per_stream=2, max_frame_age=0.05
         )
         task = asyncio.create_task(sampler.run())
-        for index in range(400):
+        for index in range(1200):  # slots free ~1 s after each pair is queued: 6 sent after ~2 s
             track._queue.put_nowait(level_frame(index % 250))
             await asyncio.sleep(0.005)
             if sampler.stats.sent >= 6:
@@ -69,7 +69,7 @@ def test_frames_never_answered_stop_counting_so_a_stream_does_not_stall(redis_se
         return sampler.stats, queued
 
     stats, queued = run(scenario())
-    assert stats.sent == queued >= 6, "frames lost (never answered) are forgotten after resend_after"
+    assert stats.sent == queued >= 6, "frames lost (never answered) are forgotten once too old to be answered"
     assert stats.backpressured > 0
 
 
