@@ -1,5 +1,10 @@
 """Real test data made on the fly: face folders, Kaggle CSVs, models with known answers."""
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -28,6 +33,31 @@ def copy_fer_subset(dest: Path, split: str, per_class: int) -> Path:
         for src in sorted((fer_root() / split / name).iterdir())[:per_class]:
             (dest / name / src.name).write_bytes(src.read_bytes())
     return dest
+
+
+def fer_dataset(root: Path, train_per_class: int, val_per_class: int) -> Path:
+    """A small dataset root (``train/``, ``validation/``) of real FER2013 faces."""
+    copy_fer_subset(root / "train", "train", per_class=train_per_class)
+    copy_fer_subset(root / "validation", "validation", per_class=val_per_class)
+    return root
+
+
+@contextmanager
+def trainer_process(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """``emostream trainer`` (RQ's non-forking worker on the training queue) as a child process."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emostream.cli", "trainer"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+        process.stderr.close()
 
 
 def brightness(label: int) -> int:

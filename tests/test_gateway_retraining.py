@@ -1,21 +1,17 @@
 """Retraining and the model store through the gateway's API: a real gateway process, Redis and RQ trainer."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 import redis
-from factories import REPO, brightness_model, copy_fer_subset
+from factories import fer_dataset, publish_brightness, trainer_process
 from gateway_helpers import GatewayProcess
 
 from emostream.config import Settings
-from model_store import Manifest, ModelStore
-from model_store.store import new_version_id
+from model_store import ModelStore
 
 JOB_S = 600.0
 """Budget for a one-epoch job on a busy two-core machine (TensorFlow start included)."""
@@ -33,24 +29,15 @@ def call(method: str, url: str, body: object = None) -> tuple[int, dict | list]:
 
 
 def publish(store: ModelStore, accuracy: float, live: bool = False) -> str:
-    manifest = Manifest(
-        version=new_version_id("brightness"),
-        architecture="brightness",
-        created_at="now",
-        metrics={"validation_accuracy": accuracy},
-    )
-    store.publish(brightness_model(), manifest)
+    version = publish_brightness(store, accuracy)
     if live:
-        store.promote(manifest.version, force=True)
-    return manifest.version
+        store.promote(version, force=True)
+    return version
 
 
 @pytest.fixture(scope="module")
 def tiny_fer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fer")
-    copy_fer_subset(root / "train", "train", per_class=20)
-    copy_fer_subset(root / "validation", "validation", per_class=8)
-    return root
+    return fer_dataset(tmp_path_factory.mktemp("fer"), train_per_class=20, val_per_class=8)
 
 
 @pytest.fixture
@@ -66,17 +53,8 @@ def env(redis_server, tmp_path) -> dict[str, str]:
 @pytest.fixture
 def trainer(env):
     """``emostream trainer``: RQ's non-forking worker on the training queue."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emostream.cli", "trainer"],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    yield process
-    process.terminate()
-    process.wait(30)
-    process.stderr.close()
+    with trainer_process(env) as process:
+        yield process
 
 
 def wait_for(url: str, done, what: str, timeout: float = JOB_S) -> dict:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import redis
-from factories import REPO, brightness, brightness_store, copy_fer_subset, publish_brightness
+from factories import REPO, brightness, brightness_store, fer_dataset, publish_brightness, trainer_process
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
@@ -23,10 +23,7 @@ from workers.worker import Worker
 
 @pytest.fixture(scope="module")
 def tiny_fer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fer")
-    copy_fer_subset(root / "train", "train", per_class=20)
-    copy_fer_subset(root / "validation", "validation", per_class=8)
-    return root
+    return fer_dataset(tmp_path_factory.mktemp("fer"), train_per_class=20, val_per_class=8)
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -47,16 +44,8 @@ def trainer_env(redis_server, tmp_path):
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
     }
-    trainer = subprocess.Popen(
-        [sys.executable, "-m", "emostream.cli", "trainer"],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    yield env
-    trainer.terminate()
-    trainer.wait(30)
+    with trainer_process(env):
+        yield env
 
 
 def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_fer):

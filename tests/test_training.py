@@ -8,7 +8,7 @@ import sys
 
 import cv2
 import pytest
-from factories import REPO, brightness, brightness_store, copy_fer_subset, flat, publish_brightness, write_faces
+from factories import REPO, brightness, brightness_store, fer_dataset, flat, publish_brightness, write_faces
 
 from model_store import ModelStore
 from training.pipeline import Augmentation
@@ -28,10 +28,7 @@ ARTIFACTS = (
 
 @pytest.fixture(scope="module")
 def fer_subset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fer")
-    copy_fer_subset(root / "train", "train", per_class=30)
-    copy_fer_subset(root / "validation", "validation", per_class=10)
-    return root
+    return fer_dataset(tmp_path_factory.mktemp("fer"), train_per_class=30, val_per_class=10)
 
 
 def emostream(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
