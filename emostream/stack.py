@@ -56,8 +56,8 @@ class EmbeddedStack:
             self.redis_server = RedisServer().start()
             self.settings = self.settings.replace(redis_url=self.redis_server.url)
             log.info("started private redis-server at %s", self.redis_server.url)
-        count, threads = default_worker_count()
-        count = self.workers or self.settings.workers or count
+        count = self.workers or self.settings.workers or default_worker_count()[0]
+        threads = max(1, len(os.sched_getaffinity(0)) // count)  # the workers share the cores, never oversubscribe
         for index in range(count):
             self._spawn(f"worker-{index}", "worker", "--threads", str(threads))
         if self.gateway:
