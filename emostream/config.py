@@ -78,7 +78,7 @@ class Settings:
     batch_wait_ms: int = 5
     """How long a worker waits for a batch to fill once it has one frame."""
     detector: str = "haar"
-    detect_width: int = 320
+    detect_width: int = 256
     """Faces are detected on the frame downscaled to this width; boxes are mapped back."""
     metrics_host: str = "127.0.0.1"
     """Address a worker's /metrics, /healthz and /readyz bind to (0.0.0.0 in containers)."""

@@ -146,7 +146,10 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
             )
     loaded = ModelStore.open_default(store).load()
     direct = analyse(
-        [f.image for f in wired], [f.scale for f in wired], make_detector("haar", 320), Classifier(loaded)
+        [f.image for f in wired],
+        [f.scale for f in wired],
+        make_detector(settings.detector, settings.detect_width),
+        Classifier(loaded),
     ).faces
     assert all(line["model_version"] == loaded.version for line in lines)
     assert [[f["box"] for f in line["faces"]] for line in lines] == [[f.box for f in faces] for faces in direct]
