@@ -42,6 +42,18 @@ def fer_dataset(root: Path, train_per_class: int, val_per_class: int) -> Path:
     return root
 
 
+def run_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m emostream.cli ARGS`` with ``env`` added, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "emostream.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @contextmanager
 def trainer_process(env: dict[str, str]) -> Iterator[subprocess.Popen]:
     """``emostream trainer`` (RQ's non-forking worker on the training queue) as a child process."""

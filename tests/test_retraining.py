@@ -1,16 +1,13 @@
 """Retraining through RQ with a real Redis and a real (non-forking) RQ worker; hot reload in a running worker."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 import redis
-from factories import REPO, brightness, brightness_store, fer_dataset, publish_brightness, trainer_process
+from factories import brightness, brightness_store, fer_dataset, publish_brightness, run_cli, trainer_process
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
@@ -24,17 +21,6 @@ from workers.worker import Worker
 @pytest.fixture(scope="module")
 def tiny_fer(tmp_path_factory):
     return fer_dataset(tmp_path_factory.mktemp("fer"), train_per_class=20, val_per_class=8)
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "emostream.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture
@@ -55,7 +41,7 @@ def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_f
     redis.Redis.from_url(trainer_env["REDIS_URL"]).lpush(
         Settings().keys.face_sample, *[f.tobytes() for f in live_faces]
     )
-    done = cli(
+    done = run_cli(
         "retrain", "--data", str(tiny_fer), "--epochs", "2", "--limit", "140", "--shadow", "--wait", env=trainer_env
     )
     assert done.returncode == 0, done.stderr
@@ -71,14 +57,14 @@ def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_f
     assert store.live_version() == view["version"] != before
     manifest = store.manifest(view["version"])
     assert manifest.training_config["epochs"] == 2 and manifest.datasets["train"]["n"] == 140
-    listed = json.loads(cli("jobs", "list", env=trainer_env).stdout)
+    listed = json.loads(run_cli("jobs", "list", env=trainer_env).stdout)
     assert [j["id"] for j in listed] == [view["id"]]
 
 
 def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
     store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     live = store.live_version()
-    done = cli(
+    done = run_cli(
         "retrain",
         "--data",
         str(tiny_fer),
@@ -98,7 +84,7 @@ def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
 
 def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_env, tmp_path):
     store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
-    done = cli("retrain", "--data", str(tmp_path / "no-such-data"), "--epochs", "1", "--wait", env=trainer_env)
+    done = run_cli("retrain", "--data", str(tmp_path / "no-such-data"), "--epochs", "1", "--wait", env=trainer_env)
     assert done.returncode == 1
     view = json.loads(done.stdout.splitlines()[-1])
     assert view["status"] == "failed"
@@ -108,13 +94,15 @@ def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_e
 
 def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fer):
     store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
-    job_id = cli("retrain", "--data", str(tiny_fer), "--epochs", "200", "--limit", "70", env=trainer_env).stdout.strip()
+    job_id = run_cli(
+        "retrain", "--data", str(tiny_fer), "--epochs", "200", "--limit", "70", env=trainer_env
+    ).stdout.strip()
     deadline = time.monotonic() + 300
-    while json.loads(cli("jobs", "show", job_id, env=trainer_env).stdout)["progress"] == []:
+    while json.loads(run_cli("jobs", "show", job_id, env=trainer_env).stdout)["progress"] == []:
         assert time.monotonic() < deadline, "training never reported an epoch"
         time.sleep(1)
-    cli("jobs", "cancel", job_id, env=trainer_env)
-    while (view := json.loads(cli("jobs", "show", job_id, env=trainer_env).stdout))["status"] not in (
+    run_cli("jobs", "cancel", job_id, env=trainer_env)
+    while (view := json.loads(run_cli("jobs", "show", job_id, env=trainer_env).stdout))["status"] not in (
         "canceled",
         "failed",
         "finished",

@@ -2,13 +2,10 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import cv2
 import pytest
-from factories import REPO, brightness, brightness_store, fer_dataset, flat, publish_brightness, write_faces
+from factories import brightness, brightness_store, fer_dataset, flat, publish_brightness, run_cli, write_faces
 
 from model_store import ModelStore
 from training.pipeline import Augmentation
@@ -29,17 +26,6 @@ ARTIFACTS = (
 @pytest.fixture(scope="module")
 def fer_subset(tmp_path_factory):
     return fer_dataset(tmp_path_factory.mktemp("fer"), train_per_class=30, val_per_class=10)
-
-
-def emostream(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "emostream.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_interrupted_run_resumes_where_it_stopped(fer_subset, tmp_path):
@@ -75,7 +61,7 @@ def test_interrupted_run_resumes_where_it_stopped(fer_subset, tmp_path):
 def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_path):
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
     run_dir = tmp_path / "run"
-    done = emostream(
+    done = run_cli(
         "train",
         "--data",
         str(fer_subset),
@@ -102,7 +88,7 @@ def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_p
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["architecture"] == "emonet" and config["data"] == str(fer_subset)
 
-    listed = json.loads(emostream("models", "list", "--json", env=env).stdout)
+    listed = json.loads(run_cli("models", "list", "--json", env=env).stdout)
     live = [m for m in listed if m["live"]]
     assert len(live) == 1 and live[0]["architecture"] == "emonet"
     manifest = live[0]
@@ -116,7 +102,7 @@ def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_p
 def test_cli_reports_bad_data_clearly(tmp_path):
     write_faces(tmp_path / "train", {"happy": [flat(1)]})
     (tmp_path / "train" / "sad" / "x.png").write_bytes(b"garbage")
-    done = emostream("train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"), env={})
+    done = run_cli("train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"), env={})
     assert done.returncode == 2
     assert "x.png: unreadable image" in done.stderr
 
@@ -136,7 +122,7 @@ def test_evaluate_json_gives_the_known_answers(tmp_path):
             "neutral": [flat(brightness(4))],
         },
     )
-    done = emostream("evaluate", "--data", str(tmp_path / "faces"), "--json", "--tta", env=env)
+    done = run_cli("evaluate", "--data", str(tmp_path / "faces"), "--json", "--tta", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # exactly one JSON object on stdout
     assert result["n"] == 7
@@ -155,12 +141,12 @@ def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
     env = _known_answer_store(tmp_path)
     rows = "".join(f"{label},{' '.join([str(brightness(label))] * 2304)},PrivateTest\n" for label in range(7))
     (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n" + rows + "3,1 2,Training\n")
-    done = emostream("evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "test", "--json", env=env)
+    done = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "test", "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == 1.0
-    bad = emostream("evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
+    bad = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
     assert bad.returncode == 2 and "fer.csv:9: 2 pixels, expected 2304" in bad.stderr
-    missing = emostream("evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
+    missing = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
     assert missing.returncode == 2 and "no model version 'v0'" in missing.stderr
 
 
@@ -169,11 +155,11 @@ def test_models_cli_promote_refusal_and_rollback(tmp_path):
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     first = store.live_version()
     worse = publish_brightness(store, 0.1)
-    refused = emostream("models", "promote", worse, env=env)
+    refused = run_cli("models", "promote", worse, env=env)
     assert refused.returncode == 2 and "below live" in refused.stderr
-    assert emostream("models", "promote", worse, "--force", env=env).returncode == 0
-    shown = json.loads(emostream("models", "show", "--json", env=env).stdout)
+    assert run_cli("models", "promote", worse, "--force", env=env).returncode == 0
+    shown = json.loads(run_cli("models", "show", "--json", env=env).stdout)
     assert shown["version"] == worse and shown["live"] is True
-    assert emostream("models", "rollback", env=env).stdout.strip() == f"live: {first}"
-    listing = emostream("models", "list", env=env).stdout
+    assert run_cli("models", "rollback", env=env).stdout.strip() == f"live: {first}"
+    listing = run_cli("models", "list", env=env).stdout
     assert f"* {first}" in listing and "val_acc=0.1000" in listing
