@@ -22,6 +22,8 @@ QUEUE_POLL_S = 1.0
 """How often the length of the frames stream is measured for ``emostream_queue_length``."""
 DRAIN_S = 1.0
 """On stop, how long to wait for the answers to frames still in flight before deleting the reply stream."""
+STOP_WAIT_S = 2.0
+"""How long stopping waits for the background tasks once cancelled."""
 
 
 class GatewayFull(RuntimeError):
@@ -50,8 +52,10 @@ class Hub:
         self.reader = ResultReader(redis, self.reply, self.deliver, self.metrics)
         self._numbers = itertools.count(1)
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self.reader.run(), name=f"results {self.id}"),
             asyncio.create_task(self._measure_queue(), name=f"queue length {self.id}"),
@@ -59,7 +63,7 @@ class Hub:
         log.info("gateway %s answering on %s", self.id, self.reply)
 
     async def _measure_queue(self) -> None:
-        while True:
+        while not self._stopping:  # a cancel can be swallowed inside a Redis call: the flag ends the loop
             with contextlib.suppress(aioredis.RedisError, OSError):  # /readyz reports Redis; the gauge stays
                 self.metrics.queue_length.set(await self.redis.xlen(self.settings.keys.frames))
             await asyncio.sleep(QUEUE_POLL_S)
@@ -105,9 +109,10 @@ class Hub:
             s.sampler and s.sampler.in_flight() for s in self.draining.values()
         ):
             await asyncio.sleep(0.05)
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
         try:
             await self.redis.delete(self.reply)
         except aioredis.RedisError as err:
