@@ -178,9 +178,8 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
         from training.shadow import compare, sampled_faces
 
-        if not settings.redis_url:
-            raise ValueError("REDIS_URL is not set: the live face sample is in the shared Redis")
-        raw = redis.Redis.from_url(settings.redis_url).lrange(settings.keys.face_sample, 0, -1)
+        url = settings.require_redis_url("the live face sample is in the shared Redis")
+        raw = redis.Redis.from_url(url).lrange(settings.keys.face_sample, 0, -1)
         print(json.dumps(compare(store, args.version, sampled_faces(raw), args.against)))
     elif args.action == "promote":
         store.promote(args.version, force=args.force, reason="cli")

@@ -133,6 +133,12 @@ class Settings:
         if self.offer_rate < 0 or self.resend_after <= 0:
             raise ValueError("offer_rate must be >= 0 and resend_after positive")
 
+    def require_redis_url(self, why: str) -> str:
+        """``redis_url``, or a clear error saying why this command needs a shared Redis."""
+        if not self.redis_url:
+            raise ValueError(f"REDIS_URL is not set: {why}")
+        return self.redis_url
+
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (inverse of from_env)."""
         env = {

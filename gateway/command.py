@@ -33,8 +33,7 @@ def _cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
         ice_servers=args.ice_servers,
         max_streams=args.max_streams,
     )
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set: `emostream gateway` needs a shared Redis (or use `emostream up`)")
+    settings.require_redis_url("`emostream gateway` needs a shared Redis (or use `emostream up`)")
     run(settings)
     return 0
 

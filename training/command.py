@@ -11,9 +11,7 @@ from emostream.config import Settings
 def _client(settings: Settings):
     import redis
 
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set: retraining jobs live in the shared Redis")
-    return redis.Redis.from_url(settings.redis_url)
+    return redis.Redis.from_url(settings.require_redis_url("retraining jobs live in the shared Redis"))
 
 
 def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:

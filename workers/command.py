@@ -21,8 +21,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         detector=args.detector,
         detect_width=args.detect_width,
     )
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set: `emostream worker` serves a shared Redis (or use `emostream up`)")
+    settings.require_redis_url("`emostream worker` serves a shared Redis (or use `emostream up`)")
     run_worker(settings, threads=args.threads)
     return 0
 
