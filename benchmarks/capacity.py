@@ -140,7 +140,7 @@ def measure_worker(frames: list[np.ndarray], settings: Settings, seconds: float)
     wire = []
     for i, image in enumerate(frames):
         fields = wire_fields(image, settings, Encoding.JPEG, i)
-        wire.append({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()})
+        wire.append(fields)
 
     def batch(start: int) -> int:
         decoded = [Frame.decode(wire[(start + i) % len(wire)]) for i in range(BATCH)]

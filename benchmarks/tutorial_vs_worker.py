@@ -72,7 +72,6 @@ def worker_pipeline(frames, truth, batch: int = 16) -> dict:
     classifier = Classifier(settings.model_store().load())
     detector = HaarDetector(settings.detect_width)
     wire = [Frame("bench", i, 0.0, cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), "r").encode() for i, f in enumerate(frames)]
-    wire = [{k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in w.items()} for w in wire]
     analyse([Frame.decode(wire[0]).image], [1.0], detector, classifier)  # warm up
     boxes, labels = [], []
     started = time.perf_counter()

@@ -65,7 +65,7 @@ class Correction:
 
 def decode(fields: dict[str, bytes | str]) -> Frame:
     """A frame from the fields the sampler queued."""
-    return Frame.decode({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()})
+    return Frame.decode(fields)
 
 
 def face_of(frame: Frame, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -83,15 +83,16 @@ class Frame:
         }
 
     @classmethod
-    def decode(cls, fields: dict[bytes, bytes]) -> "Frame":
-        """Parse and validate a frames-stream entry; raises :class:`WireError` naming the problem."""
+    def decode(cls, fields: dict) -> "Frame":
+        """Parse and validate a frames-stream entry, as Redis returns it (bytes keys) or as
+        :meth:`encode` made it (str keys); raises :class:`WireError` naming the problem."""
         get = _getter(fields)
         if get("v") != str(WIRE_VERSION):
             raise WireError(f"unsupported wire version {get('v')!r} (this side speaks {WIRE_VERSION})")
         width, height = _int(get("w"), "w"), _int(get("h"), "h")
         if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
             raise WireError(f"frame size {width}x{height} outside 1..{MAX_SIDE}")
-        data = fields.get(b"data", b"")
+        data = fields.get(b"data", fields.get("data", b""))
         encoding = get("enc")
         if encoding == Encoding.JPEG:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None

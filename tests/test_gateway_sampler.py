@@ -128,7 +128,7 @@ def test_encode_frame_downscales_to_grey_with_its_scale(encoding):
     frame = VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
     settings = Settings(frame_width=640, encoding=encoding, jpeg_quality=95)
     fields = encode_frame(frame, VideoReformatter(), settings, "cam", 7, 123.5, "reply-key")
-    decoded = Frame.decode({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()})
+    decoded = Frame.decode(fields)
     assert (decoded.stream, decoded.seq, decoded.ts, decoded.reply) == ("cam", 7, 123.5, "reply-key")
     assert decoded.image.shape == (360, 640) and decoded.scale == 2.0 and fields["enc"] == encoding
     expected = cv2.cvtColor(np.uint8([[[40, 200, 250]]]), cv2.COLOR_BGR2GRAY)[0, 0]

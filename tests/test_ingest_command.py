@@ -141,9 +141,7 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
         for seq, _, image in source:
             gray, scale = to_wire_image(image, settings.frame_width)
             fields = Frame("e2e", seq, 0.0, gray, "r", scale).encode(quality=settings.jpeg_quality)
-            wired.append(
-                Frame.decode({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()})
-            )
+            wired.append(Frame.decode(fields))
     loaded = ModelStore.open_default(store).load()
     direct = analyse(
         [f.image for f in wired],
