@@ -112,6 +112,7 @@ def describe(job: Job) -> dict:
     job.refresh()
     status = job.get_status()
     cancelled = job.meta.get("phase") == "cancelled"
+    failure = job.latest_result() if job.is_failed else None  # one fetch of the stored exception
     return {
         "id": job.id,
         "status": "canceled" if cancelled else str(status.value if hasattr(status, "value") else status),
@@ -125,8 +126,7 @@ def describe(job: Job) -> dict:
         "version": job.meta.get("version"),
         "promoted": job.meta.get("promoted"),
         "shadow": job.meta.get("shadow"),
-        "error": job.meta.get("error")
-        or _last_line(job.latest_result().exc_string if job.latest_result() and job.is_failed else None),
+        "error": _last_line(failure.exc_string if failure else None),
     }
 
 

@@ -72,7 +72,6 @@ class Batch:
     frames: list[Frame] = field(default_factory=list)
     frame_ids: list[bytes] = field(default_factory=list)
     read_at: float = 0.0
-    waited_s: float = 0.0
 
 
 class Worker:
@@ -139,8 +138,7 @@ class Worker:
                 break
         batch.read_at = time.time()
         if first_at is not None:
-            batch.waited_s = time.monotonic() - first_at
-            self.metrics.batch_wait.observe(batch.waited_s)
+            self.metrics.batch_wait.observe(time.monotonic() - first_at)
         return batch
 
     def _accept(self, batch: Batch, entry_id: bytes, fields: dict, stale_reason: str = "stale") -> None:
