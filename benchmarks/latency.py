@@ -14,6 +14,7 @@ import dataclasses
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,52 +32,56 @@ from ingest.wire import Frame, Result
 FPS = 10.0
 
 
-def play(settings: Settings, streams: int, seconds: float, frames: list[np.ndarray]) -> dict:
+def send(settings: Settings, streams: int, until: float, warmup_end: float, frames: list[np.ndarray]) -> int:
+    """Queue one frame per stream every 1/FPS s until ``until``; frames before ``warmup_end`` get negative seqs."""
     client = redis.Redis.from_url(settings.redis_url)
     keys = settings.keys
-    replies = {keys.results(f"bench-{s}"): "$" for s in range(streams)}
-    latencies: list[float] = []
     sent = seq = 0
-    started = time.monotonic()
-    warmup_end = started + 3.0
-    next_tick = started
-    while time.monotonic() < warmup_end + seconds:
-        now = time.monotonic()
-        if now >= next_tick:
-            measuring = now >= warmup_end
-            pipe = client.pipeline(transaction=False)
-            for s in range(streams):
-                frame = Frame(
-                    f"bench-{s}",
-                    seq if measuring else -1 - seq,
-                    time.time(),
-                    frames[(seq + s) % len(frames)],
-                    keys.results(f"bench-{s}"),
-                )
-                pipe.xadd(
-                    keys.frames,
-                    frame.encode(quality=settings.jpeg_quality),
-                    maxlen=settings.frames_maxlen,
-                    approximate=True,
-                )
-            pipe.execute()
-            sent += streams if measuring else 0
-            seq += 1
-            next_tick += 1.0 / FPS
-        wait_ms = max(1, round((next_tick - time.monotonic()) * 1000))
-        for key, entries in client.xread(replies, block=wait_ms) or []:
-            for entry_id, fields in entries:
-                replies[key.decode()] = entry_id
-                result = Result.decode(fields)
-                if result.seq >= 0:
-                    latencies.append(time.time() - result.ts)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:  # answers still in flight
-        for key, entries in client.xread(replies, block=200) or []:
-            for entry_id, fields in entries:
-                replies[key.decode()] = entry_id
-                if Result.decode(fields).seq >= 0:
-                    latencies.append(time.time() - Result.decode(fields).ts)
+    next_tick = time.monotonic()
+    while next_tick < until:
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+        measuring = next_tick >= warmup_end
+        pipe = client.pipeline(transaction=False)
+        for s in range(streams):
+            stream = f"bench-{s}"
+            frame = Frame(
+                stream,
+                seq if measuring else -1 - seq,
+                time.time(),
+                frames[(seq + s) % len(frames)],
+                keys.results(stream),
+            )
+            pipe.xadd(
+                keys.frames,
+                frame.encode(quality=settings.jpeg_quality),
+                maxlen=settings.frames_maxlen,
+                approximate=True,
+            )
+        pipe.execute()
+        sent += streams if measuring else 0
+        seq += 1
+        next_tick += 1.0 / FPS
+    client.close()
+    return sent
+
+
+def play(settings: Settings, streams: int, seconds: float, frames: list[np.ndarray]) -> dict:
+    """Send from a thread (paced), read answers here; a blocking read returns as soon as an answer is in."""
+    client = redis.Redis.from_url(settings.redis_url)
+    replies = {settings.keys.results(f"bench-{s}"): "$" for s in range(streams)}
+    latencies: list[float] = []
+    warmup_end = time.monotonic() + 3.0
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(send, settings, streams, warmup_end + seconds, warmup_end, frames)
+        deadline = warmup_end + seconds + 2.0  # answers still in flight after the last frame
+        while time.monotonic() < deadline:
+            for key, entries in client.xread(replies, block=100) or []:
+                for entry_id, fields in entries:
+                    replies[key.decode()] = entry_id
+                    result = Result.decode(fields)
+                    if result.seq >= 0:
+                        latencies.append(time.time() - result.ts)
+        sent = sending.result()
     client.close()
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     return {

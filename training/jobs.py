@@ -126,7 +126,7 @@ def describe(job: Job) -> dict:
         "version": job.meta.get("version"),
         "promoted": job.meta.get("promoted"),
         "shadow": job.meta.get("shadow"),
-        "error": _last_line(failure.exc_string if failure else None),
+        "error": job.meta.get("error") or _last_line(failure.exc_string if failure else None),
     }
 
 
@@ -257,8 +257,9 @@ def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, setti
     while child.poll() is None:
         time.sleep(1.0)
         if job and client.exists(cancel_key(settings, job.id)):
-            _set_meta(job, phase="cancelled")
-            raise JobCancelled(f"job {job.id} was cancelled; nothing was published")
+            reason = f"job {job.id} was cancelled; nothing was published"
+            _set_meta(job, phase="cancelled", error=reason)  # readable before RQ records the failure
+            raise JobCancelled(reason)
         history = read_history(run_dir / "history.csv")
         epochs = len(history.get("loss", []))
         if epochs > seen:

@@ -2,8 +2,8 @@
 
 One iteration:
 
-1. ``XREADGROUP COUNT batch_frames BLOCK`` on the frames stream; once one frame is in, keep
-   reading for up to ``batch_wait_ms`` to fill the batch across streams.
+1. ``XREADGROUP COUNT batch_frames BLOCK`` on the frames stream; once a frame is in, wait
+   ``batch_wait_ms`` and read again (without blocking) to fill the batch across streams.
 2. Decode; a malformed entry is counted and acknowledged (it can never succeed), a frame
    older than ``max_frame_age`` is dropped unprocessed and counted.
 3. Detect faces in every frame, crop them, classify all faces of the batch in one call.
@@ -110,36 +110,30 @@ class Worker:
                 raise
 
     def read_batch(self, block_ms: int = 1000) -> Batch:
-        """Up to ``batch_frames`` entries; waits ``block_ms`` for the first, ``batch_wait_ms`` for the rest."""
+        """Up to ``batch_frames`` entries; waits ``block_ms`` for the first, ``batch_wait_ms`` for the rest.
+
+        The fill window is a sleep and a non-blocking read, never a short ``BLOCK``: Redis checks
+        blocking timeouts only every ``1/hz`` seconds (100 ms at the default ``hz 10``), so a
+        5 ms ``BLOCK`` that finds nothing returns after 100 ms (measured: the latency floor).
+        """
         batch = Batch()
         limit = self.settings.batch_frames
-        first_at: float | None = None
-        deadline = None
-        while len(batch.ids) < limit:
-            if deadline is None:
-                wait_ms = block_ms
-            else:
-                wait_ms = round((deadline - time.monotonic()) * 1000)
-                if wait_ms < 1:
-                    break
-            reply = self.redis.xreadgroup(
-                self.keys.group, self.name, {self.keys.frames: ">"}, count=limit - len(batch.ids), block=wait_ms
-            )
-            entries = reply[0][1] if reply else []
-            if not entries:
-                break
-            if first_at is None:
-                first_at = time.monotonic()
-                deadline = first_at + self.settings.batch_wait_ms / 1000
-            for entry_id, fields in entries:
-                batch.ids.append(entry_id)
-                self._accept(batch, entry_id, fields)
-            if self.settings.batch_wait_ms == 0:
-                break
-        batch.read_at = time.time()
-        if first_at is not None:
+        entries = self._read(limit, block_ms)
+        if entries:
+            first_at = time.monotonic()
+            if len(entries) < limit and self.settings.batch_wait_ms:
+                time.sleep(self.settings.batch_wait_ms / 1000)
+                entries += self._read(limit - len(entries), None)
             self.metrics.batch_wait.observe(time.monotonic() - first_at)
+        for entry_id, fields in entries:
+            batch.ids.append(entry_id)
+            self._accept(batch, entry_id, fields)
+        batch.read_at = time.time()
         return batch
+
+    def _read(self, count: int, block_ms: int | None) -> list:
+        reply = self.redis.xreadgroup(self.keys.group, self.name, {self.keys.frames: ">"}, count=count, block=block_ms)
+        return list(reply[0][1]) if reply else []
 
     def _accept(self, batch: Batch, entry_id: bytes, fields: dict, stale_reason: str = "stale") -> None:
         try:
