@@ -68,7 +68,8 @@ def send(settings: Settings, streams: int, until: float, warmup_end: float, fram
 def play(settings: Settings, streams: int, seconds: float, frames: list[np.ndarray]) -> dict:
     """Send from a thread (paced), read answers here; a blocking read returns as soon as an answer is in."""
     client = redis.Redis.from_url(settings.redis_url)
-    replies = {settings.keys.results(f"bench-{s}"): "$" for s in range(streams)}
+    start_id = f"{time.time_ns() // 1_000_000}-0"  # not "$": it would skip what arrives between two reads
+    replies = {settings.keys.results(f"bench-{s}"): start_id for s in range(streams)}
     latencies: list[float] = []
     warmup_end = time.monotonic() + 3.0
     with ThreadPoolExecutor(1) as pool:

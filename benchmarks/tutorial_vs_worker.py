@@ -5,7 +5,7 @@ of real faces (FER2013 validation faces upscaled x4 on a larger frame, each held
 
 Tutorial loop, per frame: grayscale, Haar ``detectMultiScale(gray, 1.3, 5)`` on the full frame,
 one ``model.predict`` per face (its 4.48M-parameter CNN), JPEG-encode the frame for MJPEG.
-Worker, per batch of 16 frames: decode the wire JPEG, Haar at 320 px wide, FER-matched crops,
+Worker, per batch of 16 frames: decode the wire JPEG, Haar at the configured width, FER-matched crops,
 every face of the batch in one compiled call of the live model.
 
 Reports frames/s, face recall (a detection with IoU > 0.5 against the placed face) and label

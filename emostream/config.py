@@ -43,7 +43,7 @@ class Settings:
     """Comma-separated STUN/TURN URLs for the browser and the gateway."""
     # ingest
     inflight_frames: int = 0
-    """Most frames one ingest run has queued or in work at once; 0: two worker batches (2 x batch_frames)."""
+    """Most frames one ingest run has queued or in work at once; 0: four worker batches (4 x batch_frames)."""
     resend_after: float = 3.0
     """Seconds an ingest run waits for a frame's result before sending it again (file) or dropping it (live)."""
     stall_timeout: float = 60.0
@@ -73,12 +73,12 @@ class Settings:
     """Worker processes `up` starts; 0 picks as many as fit the cores."""
     max_frame_age: float = 0.5
     """Latency budget: a frame older than this (capture to dequeue) is dropped unprocessed."""
-    batch_frames: int = 16
+    batch_frames: int = 4
     """Most frames one worker takes per read (XREADGROUP COUNT)."""
     batch_wait_ms: int = 5
     """How long a worker waits for a batch to fill once it has one frame."""
     detector: str = "haar"
-    detect_width: int = 256
+    detect_width: int = 288
     """Faces are detected on the frame downscaled to this width; boxes are mapped back."""
     metrics_host: str = "127.0.0.1"
     """Address a worker's /metrics, /healthz and /readyz bind to (0.0.0.0 in containers)."""

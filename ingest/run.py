@@ -65,7 +65,7 @@ class IngestRun:
         self.stop = stop or threading.Event()
         self.stream = f"ingest-{uuid.uuid4().hex[:12]}"
         reply = settings.keys.results(self.stream)
-        self.window = Window(settings.inflight_frames or 2 * settings.batch_frames, settings.resend_after)
+        self.window = Window(settings.inflight_frames or 4 * settings.batch_frames, settings.resend_after)
         self.producer = Producer(client, settings, self.stream, reply, self.window)
         self.collector = Collector(client, reply)
         self.writer = OrderedWriter(out)

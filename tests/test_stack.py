@@ -17,8 +17,9 @@ from emostream.stack import EmbeddedStack, default_worker_count
 
 def test_worker_count_fits_the_cores():
     assert default_worker_count(1) == (1, 1)
-    assert default_worker_count(2) == (1, 2)
-    assert default_worker_count(8) == (4, 2)
+    assert default_worker_count(2) == (2, 1)
+    assert default_worker_count(8) == (8, 1)
+    assert default_worker_count(32) == (8, 4)
 
 
 def test_up_without_redis_server_gives_an_install_hint(tmp_path):
