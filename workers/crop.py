@@ -1,10 +1,10 @@
 """Cutting detected faces out of frames the way FER2013's faces were cut.
 
 Measured with ``benchmarks/crop_margin.py`` (240 FER2013 validation faces placed x4 on 640x480
-frames, Haar at 256 px): the Haar box of a face covers the FER image itself (median side ratio
-1.000, centre offset 0), and the live model is most accurate on crops of exactly the Haar box
-(71.9% on the faces found, against 72.5% on the original 48x48 images; 66.7% with 10% more
-margin, 64.3% with 20%). So a crop is the Haar box, squared.
+frames, the default Haar settings): the Haar box of a face covers the FER image itself (median
+side ratio 1.005, centre offset under 1%), and the live model is about as accurate on crops of
+exactly the Haar box as on the original 48x48 images (70.7% against 72.5% on the faces found;
+67.7% with 10% more margin, 64.7% with 20%). So a crop is the Haar box, squared.
 """
 
 import cv2
