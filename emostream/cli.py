@@ -57,6 +57,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             limit=args.limit,
             extra_train=args.extra_train,
             init_from=args.init_from,
+            parent=parent,
             skip_bad=args.skip_bad,
         )
     result = train(config)
@@ -68,9 +69,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     if args.publish:
         from model_store.publish import publish_run
 
-        manifest = publish_run(
-            settings.model_store(), result.run_dir, promote=args.promote, force=args.force, parent=parent
-        )
+        manifest = publish_run(settings.model_store(), result.run_dir, promote=args.promote, force=args.force)
         print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
     return 0
 
@@ -171,7 +170,7 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "publish":
         from model_store.publish import publish_run
 
-        manifest = publish_run(store, args.run_dir, promote=args.promote, force=args.force)
+        manifest = publish_run(store, args.run_dir, promote=args.promote, force=args.force, parent=args.parent)
         print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
     elif args.action == "shadow":
         import redis
@@ -221,6 +220,9 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("run_dir", help="run directory of `emostream train` (finished or not)")
     publish.add_argument("--promote", action="store_true", help="make it the live version")
     publish.add_argument("--force", action="store_true", help="promote even if less accurate than live")
+    publish.add_argument(
+        "--parent", help="the version the run was fine-tuned from (default: the one its --init-from named)"
+    )
     p.set_defaults(func=_cmd_models)
 
 

@@ -29,7 +29,10 @@ def run_metrics(metrics: dict) -> dict:
 def publish_run(
     store: ModelStore, run_dir: str | Path, *, promote: bool = False, force: bool = False, parent: str | None = None
 ) -> Manifest:
-    """Publish ``run_dir/best.keras`` with the run's config, datasets, metrics and plots."""
+    """Publish ``run_dir/best.keras`` with the run's config, datasets, metrics and plots.
+
+    ``parent`` defaults to the store version the run was fine-tuned from (its config's ``parent``).
+    """
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     metrics_file = run_dir / "metrics.json"
@@ -49,7 +52,7 @@ def publish_run(
         metrics=run_metrics(metrics),
         training_config=config,
         datasets=datasets,
-        parent=parent,
+        parent=parent or config.get("parent"),
     )
     extra = {name: run_dir / name for name in RUN_FILES if (run_dir / name).exists()}
     store.publish(model, manifest, extra)

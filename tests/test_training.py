@@ -99,6 +99,22 @@ def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_p
     assert manifest["metrics"]["validation_accuracy"] == metrics["validation"]["accuracy"]
 
 
+def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_parent(fer_subset, tmp_path):
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    (shipped,) = [m["version"] for m in json.loads(run_cli("models", "list", "--json", env=env).stdout) if m["live"]]
+    run_dir = tmp_path / "fine-tune"
+    trained = run_cli(
+        "train", "--data", str(fer_subset), "--init-from", shipped, "--epochs", "1", "--run-dir", str(run_dir), env=env
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((run_dir / "config.json").read_text())["parent"] == shipped
+
+    published = run_cli("models", "publish", str(run_dir), env=env)  # a separate step, as after a long run
+    assert published.returncode == 0, published.stderr
+    version = published.stdout.split()[1]
+    assert json.loads(run_cli("models", "show", version, "--json", env=env).stdout)["parent"] == shipped
+
+
 def test_cli_reports_bad_data_clearly(tmp_path):
     write_faces(tmp_path / "train", {"happy": [flat(1)]})
     (tmp_path / "train" / "sad" / "x.png").write_bytes(b"garbage")

@@ -64,6 +64,8 @@ class TrainConfig:
     """More ``<class>/`` folders appended to the training split (e.g. user feedback)."""
     init_from: str | None = None
     """A ``.keras`` file of the same architecture to start from (fine-tuning)."""
+    parent: str | None = None
+    """The model-store version ``init_from`` belongs to; a published run records it as its parent."""
     skip_bad: bool = False
 
     def to_json(self) -> dict:
