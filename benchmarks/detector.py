@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import cv2
 import numpy as np
-from clips import iou, make_clip, validation_faces
+from clips import make_clip, score, validation_faces
 
 from emostream.labels import EMOTIONS
 from workers.detect import HaarDetector
@@ -58,8 +58,7 @@ def measure(detector, clips: dict) -> tuple[float, dict[int, float]]:
         found = [detector.detect(gray) for gray in grays]
         elapsed += time.perf_counter() - started
         frames += len(grays)
-        hits = sum(any(iou(b, placed[0].box) > 0.5 for b in boxes) for boxes, placed in zip(found, truth, strict=True))
-        recall[size] = hits / len(grays)
+        recall[size], _ = score(found, None, truth)
     return elapsed / frames * 1000, recall
 
 

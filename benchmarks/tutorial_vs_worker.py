@@ -23,28 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import cv2
 import numpy as np
-from clips import iou, make_clip, validation_faces
+from clips import make_clip, score, validation_faces
 
 from emostream.config import Settings
-from emostream.labels import EMOTIONS
+from emostream.labels import EMOTIONS, FACE_SIZE
 from ingest.wire import Frame
 from training.architectures import build
 from workers.analysis import analyse
 from workers.classify import Classifier
 from workers.detect import HaarDetector
-
-
-def score(found_boxes: list[list], labels: list[list[str]] | None, truth) -> tuple[float, float | None]:
-    hits = right = total = 0
-    for index, placed in enumerate(truth):
-        for face in placed:
-            total += 1
-            for j, box in enumerate(found_boxes[index]):
-                if iou(box, face.box) > 0.5:
-                    hits += 1
-                    right += bool(labels and labels[index][j] == face.label)
-                    break
-    return hits / total, (right / hits if labels and hits else None)
 
 
 def tutorial_loop(frames, truth) -> dict:
@@ -73,7 +60,7 @@ def worker_pipeline(frames, truth, batch: int = 16) -> dict:
     detector = HaarDetector(settings.detect_width)
     wire = [Frame("bench", i, 0.0, cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), "r").encode() for i, f in enumerate(frames)]
     for faces in range(1, 2 * batch + 1):  # warm up: oneDNN builds its kernels once per batch shape
-        classifier(np.zeros((faces, 48, 48), np.uint8))
+        classifier(np.zeros((faces, FACE_SIZE, FACE_SIZE), np.uint8))
     boxes, labels = [], []
     started = time.perf_counter()
     for start in range(0, len(wire), batch):

@@ -33,7 +33,12 @@ def default_worker_count(cores: int | None = None) -> tuple[int, int]:
     """
     cores = cores or len(os.sched_getaffinity(0))
     workers = min(cores, MAX_DEFAULT_WORKERS)
-    return workers, max(1, cores // workers)
+    return workers, threads_per_worker(workers, cores)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """CPU threads each of ``workers`` gets so that together they never oversubscribe the cores."""
+    return max(1, (cores or len(os.sched_getaffinity(0))) // workers)
 
 
 @dataclass
@@ -64,9 +69,8 @@ class EmbeddedStack:
             self.settings = self.settings.replace(redis_url=self.redis_server.url)
             log.info("started private redis-server at %s", self.redis_server.url)
         count = self.workers or self.settings.workers or default_worker_count()[0]
-        threads = max(1, len(os.sched_getaffinity(0)) // count)  # the workers share the cores, never oversubscribe
         for index in range(count):
-            self._spawn(f"worker-{index}", "worker", "--threads", str(threads))
+            self._spawn(f"worker-{index}", "worker", "--threads", str(threads_per_worker(count)))
         if self.gateway:
             self._spawn("gateway", "gateway")
         self.wait_for_workers(count)

@@ -93,3 +93,18 @@ def iou(a, b) -> float:
     iy = max(0, min(ay + ah, by + bh) - max(ay, by))
     inter = ix * iy
     return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+
+
+def score(found_boxes: list[list], labels: list[list[str]] | None, truth) -> tuple[float, float | None]:
+    """Face recall (a found box with IoU > 0.5 against a placed face) and, with ``labels``, the share
+    of found faces labelled right; ``found_boxes`` and ``labels`` are per frame, like ``truth``."""
+    hits = right = total = 0
+    for index, placed in enumerate(truth):
+        for face in placed:
+            total += 1
+            for j, box in enumerate(found_boxes[index]):
+                if iou(box, face.box) > 0.5:
+                    hits += 1
+                    right += bool(labels and labels[index][j] == face.label)
+                    break
+    return hits / total, (right / hits if labels and hits else None)
