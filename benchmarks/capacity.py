@@ -133,7 +133,7 @@ def measure_worker(frames: list[np.ndarray], settings: Settings, seconds: float)
 
     configure_tensorflow(1)
     from workers.analysis import analyse
-    from workers.detect import make_detector
+    from workers.detection import make_detector
 
     classifier = Classifier(settings.model_store().load())
     detector = make_detector(settings.detector, settings.detect_width)

@@ -3,7 +3,8 @@
     python benchmarks/latency.py [--streams 1 4 8 16] [--workers 1 2] [--seconds 20]
 
 Starts the embedded stack (private redis-server + worker processes), then plays N camera
-streams at 10 fps each: every 100 ms one 640x480 grayscale JPEG of a real face per stream is
+streams at 10 fps each: every 100 ms one 640x480 grayscale JPEG of a real face per stream (each
+face stays a second, with fresh camera noise on every frame) is
 queued with its capture time, exactly as the gateway does, and the answers are read back
 from the reply stream. Latency is capture time to answer received; frames the workers drop
 as stale (older than the latency budget) are reported as drops.
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     faces = validation_faces(("happy", "surprise", "neutral", "sad"), per_class=5)
-    clip, _ = make_clip(faces, len(faces), hold=1)
+    clip, _ = make_clip(faces, 10 * len(faces), hold=10, sensor_noise=2)
     frames = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in clip]
     print("| workers | streams x 10 fps | frames sent | answered | answered/s | p50 ms | p95 ms | p99 ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -80,6 +80,9 @@ class Settings:
     detector: str = "haar"
     detect_width: int = 288
     """Faces are detected on the frame downscaled to this width; boxes are mapped back."""
+    track_refresh: int = 10
+    """Workers follow each stream's faces between frames and search a whole frame at least every
+    this many frames of a stream (or when the picture changes); 0: search every frame."""
     metrics_host: str = "127.0.0.1"
     """Address a worker's /metrics, /healthz and /readyz bind to (0.0.0.0 in containers)."""
     metrics_port: int = 0
@@ -126,8 +129,8 @@ class Settings:
             raise ValueError("sample_fps, max_frame_age and result_max_age must be positive")
         if self.frame_width < 32 or self.detect_width < 32:
             raise ValueError("frame_width and detect_width must be at least 32 pixels")
-        if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0:
-            raise ValueError("batch_frames must be >= 1, batch_wait_ms and workers >= 0")
+        if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0 or self.track_refresh < 0:
+            raise ValueError("batch_frames must be >= 1, batch_wait_ms, workers and track_refresh >= 0")
         if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:
             raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
         if self.offer_rate < 0 or self.resend_after <= 0:

@@ -67,6 +67,12 @@ class Metrics:
         self.detection = Histogram(
             "emostream_detection_seconds", "Face detection and cropping per batch", buckets=STAGE_BUCKETS, registry=r
         )
+        self.detection_passes = Counter(
+            "emostream_detection_passes",
+            "Frames searched whole (full) or only around the faces followed from earlier frames (tracked)",
+            ["kind"],
+            registry=r,
+        )
         self.inference = Histogram(
             "emostream_inference_seconds", "One model call on a batch of faces", buckets=STAGE_BUCKETS, registry=r
         )
@@ -98,6 +104,8 @@ class Metrics:
         )
         for reason in DROP_REASONS:
             self.frames_dropped.labels(reason=reason)
+        for kind in ("full", "tracked"):
+            self.detection_passes.labels(kind=kind)
 
     def serve_model(self, version: str, architecture: str) -> None:
         """Make ``version`` the only model_info series."""

@@ -45,9 +45,15 @@ def make_clip(
     hold: int = 5,
     scale: int = 4,
     seed: int = 0,
+    sensor_noise: float = 0.0,
 ) -> tuple[list[np.ndarray], list[list[TruthFace]]]:
-    """``frames`` BGR frames; every ``hold`` frames the next ``per_frame`` faces appear side by side."""
+    """``frames`` BGR frames; every ``hold`` frames the next ``per_frame`` faces appear side by side.
+
+    ``sensor_noise`` adds fresh Gaussian noise of that standard deviation to every frame, as a
+    camera does, so that no two frames are identical.
+    """
     width, height = size
+    rng = np.random.default_rng(seed + 1)
     side = 48 * scale
     background = _background(width, height, seed)
     slots = [(int((i + 0.5) * width / per_frame - side / 2), (height - side) // 2) for i in range(per_frame)]
@@ -61,6 +67,8 @@ def make_clip(
             big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
             frame[y : y + side, x : x + side] = big[..., None]
             placed.append(TruthFace((x, y, side, side), label))
+        if sensor_noise:
+            frame = np.clip(frame + rng.normal(0, sensor_noise, frame.shape), 0, 255).astype(np.uint8)
         clip.append(frame)
         truth.append(placed)
     return clip, truth

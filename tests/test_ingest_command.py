@@ -127,13 +127,14 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
     found = sum(any(iou(f["box"], t.box) > 0.5 for f in line["faces"]) for line, [t] in zip(lines, truth, strict=True))
     assert found >= 30
 
-    # The live model applied directly to the very frames workers received: same boxes, same labels.
+    # The live model applied directly to the very frames the one worker received, in the same
+    # order (so the same faces followed from frame to frame): same boxes, same labels.
     from ingest.producer import to_wire_image
     from ingest.wire import Frame
     from model_store import ModelStore
     from workers.analysis import analyse
     from workers.classify import Classifier
-    from workers.detect import make_detector
+    from workers.detection import make_detector
 
     settings = Settings()
     with open_source(str(clip), settings) as source:
@@ -146,8 +147,9 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
     direct = analyse(
         [f.image for f in wired],
         [f.scale for f in wired],
-        make_detector(settings.detector, settings.detect_width),
+        make_detector(settings.detector, settings.detect_width, settings.track_refresh),
         Classifier(loaded),
+        [(f.stream, f.seq) for f in wired],
     ).faces
     assert all(line["model_version"] == loaded.version for line in lines)
     assert [[f["box"] for f in line["faces"]] for line in lines] == [[f.box for f in faces] for faces in direct]

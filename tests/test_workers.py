@@ -18,6 +18,7 @@ from workers.analysis import analyse
 from workers.classify import Classifier, LiveModel
 from workers.crop import crop_face
 from workers.detect import HaarDetector
+from workers.tracking import FaceTracker
 from workers.worker import Worker
 
 
@@ -118,6 +119,20 @@ def test_worker_batches_across_streams_and_answers_each_on_its_reply_stream(work
     assert redis_client.xlen(keys.frames) == 0
     assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
     assert not redis_client.exists(keys.face_sample)  # shadow sampling is off by default: no faces kept
+
+
+def test_worker_follows_each_streams_faces_between_frames(worker, redis_client):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), frames=4, hold=4, sensor_noise=2)
+    passes: list[str] = []
+    worker.detector = FaceTracker(HaarDetector(320), on_pass=passes.append)
+    keys = worker.keys
+    for seq, frame in enumerate(frames):
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        _push(redis_client, keys, Frame("cam", seq, time.time(), gray, keys.results("cam")))
+    results = _results(redis_client, keys.results("cam"), 4)
+    assert passes == ["full", "tracked", "tracked", "tracked"]
+    for result in results:
+        assert [iou(f.box, truth[result.seq][0].box) > 0.5 for f in result.faces] == [True]
 
 
 def test_shadow_sampling_keeps_a_capped_list_of_face_crops(worker, redis_client, clip):

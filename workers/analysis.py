@@ -8,7 +8,7 @@ import numpy as np
 from ingest.wire import Face
 from workers.classify import Classifier
 from workers.crop import crop_faces
-from workers.detect import Box, Detector
+from workers.detect import Box, Detector, FrameKey
 
 
 @dataclass
@@ -22,10 +22,21 @@ class Analysis:
     """Every face of the batch, 48x48, in the order classified."""
 
 
-def analyse(grays: list[np.ndarray], scales: list[float], detector: Detector, classifier: Classifier) -> Analysis:
-    """Label every face of every frame; ``scales`` map frame pixels to source pixels."""
+def analyse(
+    grays: list[np.ndarray],
+    scales: list[float],
+    detector: Detector,
+    classifier: Classifier,
+    keys: list[FrameKey] | None = None,
+) -> Analysis:
+    """Label every face of every frame; ``scales`` map frame pixels to source pixels.
+
+    ``keys`` (stream, seq) place each frame in its stream, for detectors that follow streams.
+    """
     started = time.perf_counter()
-    boxes: list[list[Box]] = [detector.detect(gray) for gray in grays]
+    boxes: list[list[Box]] = [
+        detector.detect(gray, key) for gray, key in zip(grays, keys or [None] * len(grays), strict=True)
+    ]
     crops = [crop_faces(gray, frame_boxes) for gray, frame_boxes in zip(grays, boxes, strict=True)]
     detected = time.perf_counter()
     faces_in = np.concatenate(crops) if crops else np.zeros((0, 48, 48), np.uint8)

@@ -20,6 +20,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         max_frame_age=args.max_frame_age,
         detector=args.detector,
         detect_width=args.detect_width,
+        track_refresh=args.track_refresh,
     )
     settings.require_redis_url("`emostream worker` serves a shared Redis (or use `emostream up`)")
     run_worker(settings, threads=args.threads)
@@ -35,7 +36,7 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
 
     from emostream.metrics import Metrics
     from emostream.status_server import StatusServer
-    from workers.detect import make_detector
+    from workers.detection import make_detector
     from workers.worker import Worker
 
     client = redis.Redis.from_url(settings.redis_url)
@@ -53,7 +54,12 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
     worker = Worker(
         settings,
         client,
-        make_detector(settings.detector, settings.detect_width),
+        make_detector(
+            settings.detector,
+            settings.detect_width,
+            settings.track_refresh,
+            lambda kind: metrics.detection_passes.labels(kind=kind).inc(),
+        ),
         model,
         name,
         metrics,
@@ -73,7 +79,7 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.analysis import analyse
     from workers.classify import Classifier
-    from workers.detect import make_detector
+    from workers.detection import make_detector
 
     classifier = Classifier(settings.model_store().load(args.model))
     detector = make_detector(settings.detector, args.detect_width or settings.detect_width)
@@ -108,6 +114,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frame-age", type=float, help=f"latency budget in s (default {defaults.max_frame_age})")
     p.add_argument("--detector", help=f"face detector (default {defaults.detector})")
     p.add_argument("--detect-width", type=int, help=f"detection width (default {defaults.detect_width})")
+    p.add_argument(
+        "--track-refresh",
+        type=int,
+        help=f"search whole frames at least every N frames of a stream, follow faces between (0: every frame; "
+        f"default {defaults.track_refresh})",
+    )
     p.add_argument(
         "--threads",
         type=int,

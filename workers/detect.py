@@ -9,9 +9,11 @@ previous default) and 10.9 ms and 60.5% for the tutorial's full-frame
 every size. A larger ``detect_width`` finds more small faces for more time (384 px: 73.5% at
 7.9 ms). A face must be at least ``min_face`` pixels (the cascade's 24 px window) at that width:
 53 px in a 640-wide frame at the default.
+
+``detect_near`` re-finds known faces in small windows around their last boxes, at the scales
+near each face's size: a fraction of a full pass, used by :mod:`workers.tracking`.
 """
 
-from collections.abc import Callable
 from typing import Protocol
 
 import cv2
@@ -19,11 +21,13 @@ import numpy as np
 
 Box = tuple[int, int, int, int]
 """x, y, w, h in frame pixels."""
+FrameKey = tuple[str, int]
+"""A frame's stream and sequence number, for detectors that follow streams."""
 
 
 class Detector(Protocol):
-    def detect(self, gray: np.ndarray) -> list[Box]:
-        """Faces in a 2-D uint8 frame."""
+    def detect(self, gray: np.ndarray, key: FrameKey | None = None) -> list[Box]:
+        """Faces in a 2-D uint8 frame; ``key`` names the frame's place in its stream, if any."""
         ...
 
 
@@ -42,28 +46,54 @@ class HaarDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
+    def detect(self, gray: np.ndarray, key: FrameKey | None = None) -> list[Box]:
+        """A full pass over the frame (stateless: ``key`` is ignored)."""
+        return self._scan(gray, 0, 0, min(1.0, self.detect_width / gray.shape[1]), self.min_face, 0)
+
+    def detect_near(
+        self, gray: np.ndarray, boxes: list[Box], grow: float = 2.0, sizes: float = 1.5
+    ) -> list[Box | None]:
+        """Each of ``boxes`` re-found in a window ``grow`` times its side around it, or None.
+
+        Only faces within ``sizes`` times the old box's size are looked for; of several hits, the
+        one nearest the old box's centre is kept.
+        """
         height, width = gray.shape
         ratio = min(1.0, self.detect_width / width)
+        found: list[Box | None] = []
+        for x, y, w, h in boxes:
+            side = max(w, h) * grow
+            x0, y0 = max(0, round(x + w / 2 - side / 2)), max(0, round(y + h / 2 - side / 2))
+            x1, y1 = min(width, round(x0 + side)), min(height, round(y0 + side))
+            smallest = max(self.min_face, round(min(w, h) * ratio / sizes))
+            hits = self._scan(gray[y0:y1, x0:x1], x0, y0, ratio, smallest, round(max(w, h) * ratio * sizes))
+            centre = (x + w / 2, y + h / 2)
+            found.append(min(hits, key=lambda b: _distance(b, centre), default=None))
+        return found
+
+    def _scan(self, gray: np.ndarray, x0: int, y0: int, ratio: float, smallest: int, largest: int) -> list[Box]:
+        """Faces of ``gray`` (a region at ``x0, y0`` of a frame) scanned at ``ratio``, in frame pixels."""
+        height, width = gray.shape
         small = (
             gray
             if ratio == 1.0
             else cv2.resize(gray, (round(width * ratio), round(height * ratio)), interpolation=cv2.INTER_AREA)
         )
+        if min(small.shape) < smallest:
+            return []
         found = self.cascade.detectMultiScale(
             small,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(self.min_face, self.min_face),
+            minSize=(smallest, smallest),
+            maxSize=(largest, largest),
         )
-        return [tuple(round(v / ratio) for v in box) for box in np.asarray(found).reshape(-1, 4)]
+        return [
+            (x0 + round(x / ratio), y0 + round(y / ratio), round(w / ratio), round(h / ratio))
+            for x, y, w, h in np.asarray(found).reshape(-1, 4)
+        ]
 
 
-DETECTORS: dict[str, Callable[[int], Detector]] = {"haar": lambda width: HaarDetector(width)}
-
-
-def make_detector(name: str, detect_width: int) -> Detector:
-    try:
-        return DETECTORS[name](detect_width)
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; choose from {sorted(DETECTORS)}") from None
+def _distance(box: Box, point: tuple[float, float]) -> float:
+    x, y, w, h = box
+    return abs(x + w / 2 - point[0]) + abs(y + h / 2 - point[1])

@@ -169,7 +169,11 @@ class Worker:
         if batch.frames:
             classifier = self.model.classifier
             analysis = analyse(
-                [f.image for f in batch.frames], [f.scale for f in batch.frames], self.detector, classifier
+                [f.image for f in batch.frames],
+                [f.scale for f in batch.frames],
+                self.detector,
+                classifier,
+                [(f.stream, f.seq) for f in batch.frames],
             )
             timings = {
                 "detect_s": round(analysis.detect_s, 4),

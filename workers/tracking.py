@@ -1,0 +1,107 @@
+"""Follow each stream's faces between frames instead of searching every frame from scratch.
+
+A full detection pass costs most of a frame's work; between consecutive frames of a camera,
+faces move a little and new ones are rare. For a frame of a stream it has seen recently, the
+tracker re-finds each known face in a small window around its last box (``detect_near``, a
+fraction of the cost) and falls back to a full pass when:
+
+- it has not seen the stream, or the frame is not shortly after the last one it saw
+  (``max_gap``: another worker took the frames in between, or the stream restarted);
+- ``refresh`` frames have passed since the last full pass (a safety net for slow changes);
+- a known face was not re-found (it moved far, turned away or left);
+- the picture changed outside the known faces: a cell of a coarse thumbnail (1/40 of the width)
+  moved by more than ``change`` grey levels since the last frame (someone came in, the camera
+  moved, the light changed).
+
+So a new face is found on the first frame it changes the picture, and a quiet stream costs a
+thumbnail and a few windows per frame. State is per worker process, bounded to ``streams``
+streams (least recently seen forgotten first); a worker that sees no frames of a stream for a
+while simply starts again with a full pass.
+"""
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from workers.detect import Box, FrameKey, HaarDetector
+
+THUMB_CELLS = 40
+"""Thumbnail width in cells."""
+WINDOW_GROW = 2.0
+"""A known face is searched for in a window this many times its side."""
+
+
+@dataclass
+class _Track:
+    seq: int
+    full_seq: int
+    boxes: list[Box]
+    thumb: np.ndarray
+
+
+class FaceTracker:
+    """A :class:`~workers.detect.Detector` that follows faces along each stream."""
+
+    def __init__(
+        self,
+        detector: HaarDetector,
+        refresh: int = 10,
+        max_gap: int = 4,
+        change: float = 12.0,
+        streams: int = 1024,
+        on_pass: Callable[[str], None] | None = None,
+    ) -> None:
+        self.detector = detector
+        self.refresh = refresh
+        self.max_gap = max_gap
+        self.change = change
+        self.streams = streams
+        self.on_pass = on_pass or (lambda kind: None)
+        """Called with "full" or "tracked" for every frame of a stream."""
+        self.tracks: OrderedDict[str, _Track] = OrderedDict()
+
+    def detect(self, gray: np.ndarray, key: FrameKey | None = None) -> list[Box]:
+        """Faces of the frame; without ``key`` (a lone image) always a full pass."""
+        if key is None:
+            return self.detector.detect(gray)
+        stream, seq = key
+        thumb = _thumbnail(gray)
+        track = self.tracks.pop(stream, None)
+        boxes: list[Box] | None = None
+        if track is not None and self._may_track(track, seq, thumb, gray.shape):
+            near = self.detector.detect_near(gray, track.boxes, WINDOW_GROW)
+            if all(box is not None for box in near):
+                boxes = near  # type: ignore[assignment]
+        if boxes is None:
+            boxes, full_seq = self.detector.detect(gray), seq
+            self.on_pass("full")
+        else:
+            full_seq = track.full_seq  # type: ignore[union-attr]
+            self.on_pass("tracked")
+        self.tracks[stream] = _Track(seq, full_seq, boxes, thumb)
+        while len(self.tracks) > self.streams:
+            self.tracks.popitem(last=False)
+        return boxes
+
+    def _may_track(self, track: _Track, seq: int, thumb: np.ndarray, shape: tuple[int, ...]) -> bool:
+        if not 0 < seq - track.seq <= self.max_gap or seq - track.full_seq >= self.refresh:
+            return False
+        if thumb.shape != track.thumb.shape:
+            return False
+        moved = cv2.absdiff(thumb, track.thumb)
+        cell = shape[1] / thumb.shape[1]
+        for x, y, w, h in track.boxes:  # a known face moving inside its window is not a change
+            grow = (WINDOW_GROW - 1) / 2
+            x0, y0 = int((x - grow * w) / cell), int((y - grow * h) / cell)
+            x1, y1 = int(np.ceil((x + w + grow * w) / cell)), int(np.ceil((y + h + grow * h) / cell))
+            moved[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = 0
+        return int(moved.max(initial=0)) <= self.change
+
+
+def _thumbnail(gray: np.ndarray) -> np.ndarray:
+    height, width = gray.shape
+    size = (THUMB_CELLS, max(1, round(THUMB_CELLS * height / width)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
