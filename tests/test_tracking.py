@@ -1,5 +1,7 @@
 """Following faces along a stream: full passes only when needed, the same faces found."""
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -70,7 +72,7 @@ def test_a_face_that_leaves_is_dropped_and_an_empty_scene_stays_cheap(faces):
 
 
 def test_a_new_face_in_place_of_the_last_one_is_found_as_a_full_pass_finds_it(faces):
-    for before, after in zip(faces, faces[1:], strict=False):
+    for before, after in itertools.pairwise(faces):
         frames = [scene([(before, (40, 140))], 0), scene([(after, (40, 140))], 1)]
         boxes, _ = follow(FaceTracker(HaarDetector()), frames)
         [full] = HaarDetector().detect(frames[1])
