@@ -79,6 +79,16 @@ def test_a_new_face_in_place_of_the_last_one_is_found_as_a_full_pass_finds_it(fa
         assert len(boxes[1]) == 1 and iou(boxes[1][0], full) > 0.6
 
 
+def test_two_windows_that_find_the_same_face_make_a_full_pass(faces):
+    tracker = FaceTracker(HaarDetector())
+    first = scene([(faces[0], (40, 140))], 0)
+    [box] = tracker.detect(first, ("cam", 0))
+    x, y, w, h = box
+    tracker.tracks["cam"].boxes = [box, (x + w // 4, y, w, h)]  # as if a second face had stood beside it
+    boxes, passes = follow(tracker, [scene([(faces[0], (40, 140))], 1)], first=1)
+    assert passes == ["full"] and len(boxes[0]) == 1
+
+
 def test_whole_frames_are_searched_every_refresh_frames_and_after_a_gap_or_a_restart(faces):
     tracker = FaceTracker(HaarDetector(), refresh=3, max_gap=2)
     frame = scene([(faces[0], (40, 140))], 0)

@@ -8,7 +8,8 @@ fraction of the cost) and falls back to a full pass when:
 - it has not seen the stream, or the frame is not shortly after the last one it saw
   (``max_gap``: another worker took the frames in between, or the stream restarted);
 - ``refresh`` frames have passed since the last full pass (a safety net for slow changes);
-- a known face was not re-found (it moved far, turned away or left);
+- a known face was not re-found (it moved far, turned away or left), or two windows found the
+  same face (one of two faces close together left);
 - the picture changed outside the known faces: a cell of a coarse thumbnail (1/40 of the width)
   moved by more than ``change`` grey levels since the last frame (someone came in, the camera
   moved, the light changed).
@@ -73,7 +74,7 @@ class FaceTracker:
         boxes: list[Box] | None = None
         if track is not None and self._may_track(track, seq, thumb, gray.shape):
             near = self.detector.detect_near(gray, track.boxes, WINDOW_GROW)
-            if all(box is not None for box in near):
+            if all(box is not None for box in near) and not _any_overlap(near):  # type: ignore[arg-type]
                 boxes = near  # type: ignore[assignment]
         if boxes is None:
             boxes, full_seq = self.detector.detect(gray), seq
@@ -105,3 +106,13 @@ def _thumbnail(gray: np.ndarray) -> np.ndarray:
     height, width = gray.shape
     size = (THUMB_CELLS, max(1, round(THUMB_CELLS * height / width)))
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def _any_overlap(boxes: list[Box]) -> bool:
+    """Whether two boxes cover mostly the same place (more than half of the smaller one)."""
+    for i, (x, y, w, h) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1 :]:
+            inter = max(0, min(x + w, x2 + w2) - max(x, x2)) * max(0, min(y + h, y2 + h2) - max(y, y2))
+            if inter > 0.5 * min(w * h, w2 * h2):
+                return True
+    return False
