@@ -109,8 +109,8 @@ def cancel(client: redis.Redis, settings: Settings, job_id: str) -> Job:
 
 def describe(job: Job) -> dict:
     """The JSON view of a job for the API and the CLI."""
+    status = job.get_status()  # before the rest: all a job saved before it ended is then read below
     job.refresh()
-    status = job.get_status()
     cancelled = job.meta.get("phase") == "cancelled"
     failure = job.latest_result() if job.is_failed else None  # one fetch of the stored exception
     return {
