@@ -48,7 +48,7 @@ class HaarDetector:
 
     def detect(self, gray: np.ndarray, key: FrameKey | None = None) -> list[Box]:
         """A full pass over the frame (stateless: ``key`` is ignored)."""
-        return self._scan(gray, 0, 0, min(1.0, self.detect_width / gray.shape[1]), self.min_face, 0)
+        return self._scan(gray, 0, 0, self._ratio(gray.shape[1]), self.min_face, 0)
 
     def detect_near(
         self, gray: np.ndarray, boxes: list[Box], grow: float = 2.0, sizes: float = 1.5
@@ -59,17 +59,22 @@ class HaarDetector:
         one nearest the old box's centre is kept.
         """
         height, width = gray.shape
-        ratio = min(1.0, self.detect_width / width)
+        ratio = self._ratio(width)
         found: list[Box | None] = []
-        for x, y, w, h in boxes:
-            side = max(w, h) * grow
-            x0, y0 = max(0, round(x + w / 2 - side / 2)), max(0, round(y + h / 2 - side / 2))
-            x1, y1 = min(width, round(x0 + side)), min(height, round(y0 + side))
+        for box in boxes:
+            x, y, w, h = box
+            left, top, right, _ = window(box, grow)
+            x0, y0 = max(0, round(left)), max(0, round(top))
+            x1, y1 = min(width, round(x0 + right - left)), min(height, round(y0 + right - left))
             smallest = max(self.min_face, round(min(w, h) * ratio / sizes))
             hits = self._scan(gray[y0:y1, x0:x1], x0, y0, ratio, smallest, round(max(w, h) * ratio * sizes))
             centre = (x + w / 2, y + h / 2)
             found.append(min(hits, key=lambda b: _distance(b, centre), default=None))
         return found
+
+    def _ratio(self, width: int) -> float:
+        """Scale from frame pixels to the pixels detection runs at (never enlarged)."""
+        return min(1.0, self.detect_width / width)
 
     def _scan(self, gray: np.ndarray, x0: int, y0: int, ratio: float, smallest: int, largest: int) -> list[Box]:
         """Faces of ``gray`` (a region at ``x0, y0`` of a frame) scanned at ``ratio``, in frame pixels."""
@@ -92,6 +97,13 @@ class HaarDetector:
             (x0 + round(x / ratio), y0 + round(y / ratio), round(w / ratio), round(h / ratio))
             for x, y, w, h in np.asarray(found).reshape(-1, 4)
         ]
+
+
+def window(box: Box, grow: float) -> tuple[float, float, float, float]:
+    """Left, top, right, bottom of the square ``grow`` times the box's side around its centre."""
+    x, y, w, h = box
+    half = max(w, h) * grow / 2
+    return x + w / 2 - half, y + h / 2 - half, x + w / 2 + half, y + h / 2 + half
 
 
 def _distance(box: Box, point: tuple[float, float]) -> float:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from workers.detect import Box, FrameKey, HaarDetector
+from workers.detect import Box, FrameKey, HaarDetector, window
 
 THUMB_CELLS = 40
 """Thumbnail width in cells."""
@@ -71,35 +71,37 @@ class FaceTracker:
         stream, seq = key
         thumb = _thumbnail(gray)
         track = self.tracks.pop(stream, None)
-        boxes: list[Box] | None = None
-        if track is not None and self._may_track(track, seq, thumb, gray.shape):
-            near = self.detector.detect_near(gray, track.boxes, WINDOW_GROW)
-            if all(box is not None for box in near) and not _any_overlap(near):  # type: ignore[arg-type]
-                boxes = near  # type: ignore[assignment]
-        if boxes is None:
-            boxes, full_seq = self.detector.detect(gray), seq
-            self.on_pass("full")
+        refound = self._refind(track, seq, gray, thumb) if track is not None else None
+        if track is not None and refound is not None:
+            boxes, full_seq, kind = refound, track.full_seq, "tracked"
         else:
-            full_seq = track.full_seq  # type: ignore[union-attr]
-            self.on_pass("tracked")
+            boxes, full_seq, kind = self.detector.detect(gray), seq, "full"
+        self.on_pass(kind)
         self.tracks[stream] = _Track(seq, full_seq, boxes, thumb)
         while len(self.tracks) > self.streams:
             self.tracks.popitem(last=False)
         return boxes
 
-    def _may_track(self, track: _Track, seq: int, thumb: np.ndarray, shape: tuple[int, ...]) -> bool:
+    def _refind(self, track: _Track, seq: int, gray: np.ndarray, thumb: np.ndarray) -> list[Box] | None:
+        """The track's faces re-found near where they were, or None when a full pass is needed."""
         if not 0 < seq - track.seq <= self.max_gap or seq - track.full_seq >= self.refresh:
-            return False
-        if thumb.shape != track.thumb.shape:
-            return False
+            return None
+        if thumb.shape != track.thumb.shape or self._changed_elsewhere(track, thumb, gray.shape[1]):
+            return None
+        near = self.detector.detect_near(gray, track.boxes, WINDOW_GROW)
+        found = [box for box in near if box is not None]
+        return found if len(found) == len(near) and not _any_overlap(found) else None
+
+    def _changed_elsewhere(self, track: _Track, thumb: np.ndarray, width: int) -> bool:
+        """Whether a thumbnail cell outside the known faces' search windows changed by more than ``change``."""
         moved = cv2.absdiff(thumb, track.thumb)
-        cell = shape[1] / thumb.shape[1]
-        for x, y, w, h in track.boxes:  # a known face moving inside its window is not a change
-            grow = (WINDOW_GROW - 1) / 2
-            x0, y0 = int((x - grow * w) / cell), int((y - grow * h) / cell)
-            x1, y1 = int(np.ceil((x + w + grow * w) / cell)), int(np.ceil((y + h + grow * h) / cell))
-            moved[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = 0
-        return int(moved.max(initial=0)) <= self.change
+        cell = width / thumb.shape[1]
+        for box in track.boxes:  # a known face moving inside its window is not a change
+            left, top, right, bottom = window(box, WINDOW_GROW)
+            x0, y0 = max(0, int(left / cell)), max(0, int(top / cell))
+            x1, y1 = max(0, int(np.ceil(right / cell))), max(0, int(np.ceil(bottom / cell)))
+            moved[y0:y1, x0:x1] = 0
+        return int(moved.max(initial=0)) > self.change
 
 
 def _thumbnail(gray: np.ndarray) -> np.ndarray:
