@@ -13,6 +13,7 @@ from emostream.config import Settings
 from gateway.command import add_parser as add_gateway
 from ingest.command import add_parser as add_ingest
 from model_store.errors import ModelStoreError
+from model_store.manifest import MODEL_FILE, SERVING_FILE
 from training.command import add_parser as add_training_jobs
 from workers.command import add_parser as add_workers
 
@@ -23,10 +24,14 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training.pipeline import Augmentation
     from training.train import TrainConfig, train
 
+    def model_file(name: str) -> str:
+        """A ``.keras`` file as given, or the model file of a store version."""
+        return name if Path(name).is_file() else str(settings.model_store().path(name) / "model.keras")
+
     parent = None
     if args.init_from and not Path(args.init_from).is_file():
         parent = args.init_from
-        args.init_from = str(settings.model_store().path(parent) / "model.keras")
+    args.init_from = args.init_from and model_file(args.init_from)
     if args.resume:
         config = TrainConfig.from_json(json.loads((Path(args.resume) / "config.json").read_text()))
     else:
@@ -59,6 +64,9 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             init_from=args.init_from,
             parent=parent,
             skip_bad=args.skip_bad,
+            teachers=[model_file(name) for name in args.teacher.split(",")] if args.teacher else [],
+            teacher_temperature=args.teacher_temperature,
+            teacher_weight=args.teacher_weight,
         )
     result = train(config)
     val = result.metrics["validation"]
@@ -67,7 +75,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         f"(flip TTA {result.metrics['validation_tta']['accuracy']:.4f}), macro F1 {val['macro_f1']:.4f}"
     )
     if args.publish:
-        from model_store.publish import publish_run
+        from training.publish import publish_run
 
         manifest = publish_run(settings.model_store(), result.run_dir, promote=args.promote, force=args.force)
         print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
@@ -100,6 +108,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-train", action="append", default=[], help="extra <class>/ folder for training")
     p.add_argument("--init-from", help="start from a model version or .keras file (same architecture)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images or rows")
+    p.add_argument(
+        "--teacher",
+        metavar="VERSION[,VERSION...]",
+        help="distil: train on the mean flip-TTA scores of these versions or .keras files",
+    )
+    p.add_argument("--teacher-temperature", type=float, default=1.0, help="softens the teachers' scores (default 1)")
+    p.add_argument("--teacher-weight", type=float, default=0.7, help="share of the soft target (default 0.7)")
     p.add_argument("--run-dir", help="run directory (default: $EMOSTREAM_RUNS/<arch>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved configuration")
     p.add_argument("--publish", action="store_true", help="publish the best model into the model store")
@@ -168,10 +183,24 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(json.dumps(manifest.to_json(), indent=2))
     elif args.action == "publish":
-        from model_store.publish import publish_run
+        from training.publish import publish_run
 
         manifest = publish_run(store, args.run_dir, promote=args.promote, force=args.force, parent=args.parent)
         print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
+    elif args.action == "convert":
+        import keras
+
+        from training.data import load
+        from training.publish import serving_form
+
+        validation = load(args.data, "validation")
+        for version in args.versions or store.versions():
+            if SERVING_FILE in store.manifest(version).files:
+                print(f"{version}: has {SERVING_FILE}")
+                continue
+            serving = serving_form(keras.models.load_model(store.path(version) / MODEL_FILE, compile=False), validation)
+            store.add_serving(version, serving.tflite, serving.temperature, serving.metrics)
+            print(f"{version}: added {SERVING_FILE}, temperature {serving.temperature:.2f}, {serving.metrics}")
     elif args.action == "shadow":
         import redis
 
@@ -216,6 +245,13 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     shadow = actions.add_parser("shadow", help="compare a version with the live one on recent live faces (JSON)")
     shadow.add_argument("version")
     shadow.add_argument("--against", help="reference version (default: the live one)")
+    convert = actions.add_parser(
+        "convert", help="add the LiteRT file workers run to versions published without one (needs TensorFlow)"
+    )
+    convert.add_argument("versions", nargs="*", metavar="VERSION", help="default: every version")
+    convert.add_argument(
+        "--data", default=DEFAULT_DATA, help="dataset whose validation split fits the temperature and scores the file"
+    )
     publish = actions.add_parser("publish", help="publish a training run's best model")
     publish.add_argument("run_dir", help="run directory of `emostream train` (finished or not)")
     publish.add_argument("--promote", action="store_true", help="make it the live version")

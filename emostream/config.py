@@ -77,9 +77,14 @@ class Settings:
     """Most frames one worker takes per read (XREADGROUP COUNT)."""
     batch_wait_ms: int = 5
     """How long a worker waits for a batch to fill once it has one frame."""
-    detector: str = "haar"
+    detector: str = "blazeface"
+    """Face detector: blazeface (a small DNN on LiteRT) or haar (OpenCV's cascade)."""
+    detect_tiles: int = 2
+    """BlazeFace: also search N x N overlapping squares of a frame, for faces under ~1/5 of its side (0: off)."""
     detect_width: int = 288
-    """Faces are detected on the frame downscaled to this width; boxes are mapped back."""
+    """Haar: faces are detected on the frame downscaled to this width; boxes are mapped back."""
+    runtime: str = "auto"
+    """Classifier runtime: litert, keras (needs TensorFlow), or auto (keras only on a GPU host with TensorFlow)."""
     track_refresh: int = 10
     """Workers follow each stream's faces between frames and search a whole frame at least every
     this many frames of a stream (or when the picture changes); 0: search every frame."""
@@ -131,6 +136,8 @@ class Settings:
             raise ValueError("frame_width and detect_width must be at least 32 pixels")
         if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0 or self.track_refresh < 0:
             raise ValueError("batch_frames must be >= 1, batch_wait_ms, workers and track_refresh >= 0")
+        if self.detect_tiles < 0 or self.runtime not in ("auto", "litert", "keras"):
+            raise ValueError("detect_tiles must be >= 0 and runtime one of auto, litert, keras")
         if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:
             raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
         if self.offer_rate < 0 or self.resend_after <= 0:

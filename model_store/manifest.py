@@ -9,6 +9,8 @@ from emostream.labels import EMOTIONS, FACE_SIZE
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
+SERVING_FILE = "model.tflite"
+"""The same network converted for LiteRT at publish: what workers run (no TensorFlow needed)."""
 FORMAT = 1
 """Manifest schema version; a store refuses manifests of a newer format."""
 
@@ -42,6 +44,8 @@ class Manifest:
     training_config: dict = field(default_factory=dict)
     datasets: dict = field(default_factory=dict)
     parent: str | None = None
+    temperature: float = 1.0
+    """Scores are served as softmax(log(p) / temperature), fitted on validation at publish."""
     files: dict[str, str] = field(default_factory=dict)
     format: int = FORMAT
 
@@ -57,8 +61,11 @@ class Manifest:
     def from_json(cls, raw: dict) -> "Manifest":
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
     def write(self, directory: Path) -> None:
-        (directory / MANIFEST).write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        (directory / MANIFEST).write_text(self.dumps())
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emostream.labels import EMOTIONS
+from model_store.convert import to_tflite
 from model_store.errors import CorruptVersion, IncompatibleVersion, ModelStoreError, PromotionRefused, UnknownVersion
-from model_store.manifest import DEFAULT_INPUT, FORMAT, MANIFEST, MODEL_FILE, Manifest, sha256_file
+from model_store.manifest import DEFAULT_INPUT, FORMAT, MANIFEST, MODEL_FILE, SERVING_FILE, Manifest, sha256_file
 
 if TYPE_CHECKING:
     import keras
@@ -53,10 +54,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, content: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
+    with tmp.open("wb") as handle:
+        handle.write(content.encode() if isinstance(content, str) else content)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -145,12 +146,27 @@ class ModelStore:
                 raise CorruptVersion(f"{version}: {name} fails its sha256 check")
         return manifest
 
-    def load(self, version: str | None = None) -> LoadedModel:
-        """Verify and load ``version`` (default: the live one)."""
-        version = version or self.live_version()
+    def require_live(self) -> str:
+        """The live version id, or a clear error when there is none."""
+        version = self.live_version()
         if version is None:
             raise UnknownVersion(f"no live model in {self.root}; train one or promote a version")
-        manifest = self.verify(version)
+        return version
+
+    def serving_file(self, version: str | None = None) -> tuple[Manifest, Path]:
+        """Verify ``version`` (default: the live one) and return its LiteRT file, which workers run."""
+        manifest = self.verify(version or self.require_live())
+        if SERVING_FILE not in manifest.files:
+            raise CorruptVersion(
+                f"{manifest.version}: no {SERVING_FILE} (published before workers ran LiteRT); add it with "
+                f"`emostream models convert {manifest.version}` (needs emostream[train])"
+            )
+        return manifest, self.path(manifest.version) / SERVING_FILE
+
+    def load(self, version: str | None = None) -> LoadedModel:
+        """Verify and load ``version`` (default: the live one) as a Keras model (imports TensorFlow)."""
+        manifest = self.verify(version or self.require_live())
+        version = manifest.version
         import keras  # deferred: TensorFlow takes seconds to import and the CLI rarely needs it
 
         try:
@@ -170,8 +186,17 @@ class ModelStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def publish(self, model: "keras.Model", manifest: Manifest, extra_files: dict[str, Path] | None = None) -> Manifest:
-        """Write ``model`` and ``extra_files`` as ``manifest.version``; visible only once complete."""
+    def publish(
+        self,
+        model: "keras.Model",
+        manifest: Manifest,
+        extra_files: dict[str, Path] | None = None,
+        serving: bytes | None = None,
+    ) -> Manifest:
+        """Write ``model``, its LiteRT form and ``extra_files`` as ``manifest.version``; visible only once complete.
+
+        ``serving`` is the ``.tflite`` content workers run (default: converted here).
+        """
         if (self.versions_dir / manifest.version).exists():
             raise ModelStoreError(f"version {manifest.version} already exists")
         self._ensure_dirs()
@@ -179,6 +204,7 @@ class ModelStore:
         staging.chmod(0o755)  # mkdtemp makes it private; versions are read by every serving process
         try:
             model.save(staging / MODEL_FILE)
+            (staging / SERVING_FILE).write_bytes(serving if serving is not None else to_tflite(model))
             for name, source in (extra_files or {}).items():
                 with Path(source).open("rb") as src, (staging / name).open("wb") as dst:
                     shutil.copyfileobj(src, dst)
@@ -193,6 +219,23 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        return manifest
+
+    def add_serving(self, version: str, serving: bytes, temperature: float, metrics: dict) -> Manifest:
+        """Give a version published before workers ran LiteRT its ``model.tflite``, temperature and
+        served-form metrics; the network and everything else in the version stay as they were.
+
+        The file lands first and the manifest naming it replaces the old one atomically, so a
+        reader sees either the old version or the complete new one.
+        """
+        with self._locked():
+            manifest = self.verify(version)
+            directory = self.path(version)
+            _atomic_write(directory / SERVING_FILE, serving)
+            manifest.files = {**manifest.files, SERVING_FILE: sha256_file(directory / SERVING_FILE)}
+            manifest.temperature = temperature
+            manifest.metrics = {**manifest.metrics, **metrics}
+            _atomic_write(directory / MANIFEST, manifest.dumps())
         return manifest
 
     def import_version(self, source: Path) -> str:

@@ -74,6 +74,31 @@ def make_clip(
     return clip, truth
 
 
+def textured_frames(count: int, size: tuple[int, int] = (640, 480), seed: int = 7) -> list[np.ndarray]:
+    """Face-free BGR frames: smoothed noise at several scales, filled shapes, lines and a gradient."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        frame = np.zeros((height, width), np.float32)
+        for cells in (4, 16, 64):
+            coarse = rng.normal(0, 30, (max(1, cells * height // width), cells)).astype(np.float32)
+            frame += cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        frame += np.linspace(rng.uniform(40, 120), rng.uniform(120, 200), width, dtype=np.float32)[None, :]
+        for _ in range(rng.integers(3, 9)):
+            colour = float(rng.uniform(0, 255))
+            centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            if rng.random() < 0.5:
+                axes = (int(rng.integers(10, 120)), int(rng.integers(10, 120)))
+                cv2.ellipse(frame, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+            else:
+                end = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+                cv2.line(frame, centre, end, colour, int(rng.integers(1, 12)))
+        gray = np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8)
+        frames.append(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    return frames
+
+
 def write_y4m(frames: list[np.ndarray], path: Path, fps: int = 10) -> Path:
     """A YUV4MPEG2 (4:2:0) file for Chromium's --use-file-for-fake-video-capture."""
     height, width = frames[0].shape[:2]

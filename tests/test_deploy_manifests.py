@@ -170,18 +170,44 @@ def test_the_build_context_has_what_the_dockerfile_copies_and_nothing_else():
     assert dockerignore_excludes("model_store/bundled/.lock")
 
 
+def test_serving_images_install_no_tensorflow():
+    done = subprocess.run(
+        [sys.executable, DEPLOY / "docker" / "requirements.py", REPO / "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = [re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in done.stdout.split()]
+    assert "ai-edge-litert" in names
+    assert not any(n.startswith(("tensorflow", "keras")) for n in names)
+    stages = dockerfile_stages()
+    assert any("--from=build-train" in line for line in stages["trainer"]), "the trainer takes the TensorFlow venv"
+    assert not any("build-train" in line for line in stages["worker"] + stages["gateway"] + stages["runtime"])
+
+
 def test_gpu_image_swaps_tensorflow_cpu_for_the_base_images_tensorflow(tmp_path):
     done = subprocess.run(
-        [sys.executable, DEPLOY / "docker" / "requirements.py", REPO / "pyproject.toml", "--without", "tensorflow-cpu"],
+        [
+            sys.executable,
+            DEPLOY / "docker" / "requirements.py",
+            REPO / "pyproject.toml",
+            "--extra",
+            "train",
+            "--without",
+            "tensorflow-cpu",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
     requirements = done.stdout.split()
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dependencies = project["dependencies"] + project["optional-dependencies"]["train"]
     assert [d for d in dependencies if not d.startswith("tensorflow-cpu")] == [r for r in done.stdout.splitlines()]
     assert not any(r.startswith("tensorflow") for r in requirements)
+    assert any(r.startswith("scikit-learn") for r in requirements)  # the GPU worker can still evaluate
     constraints = (DEPLOY / "docker" / "constraints-gpu.txt").read_text()
     pinned = re.search(r"^tensorflow==(\S+)$", constraints, re.MULTILINE)
     assert pinned, "constraints-gpu.txt pins tensorflow"

@@ -133,7 +133,7 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
     from ingest.wire import Frame
     from model_store import ModelStore
     from workers.analysis import analyse
-    from workers.classify import Classifier
+    from workers.classify import load_classifier
     from workers.detection import make_detector
 
     settings = Settings()
@@ -143,12 +143,12 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
             gray, scale = to_wire_image(image, settings.frame_width)
             fields = Frame("e2e", seq, 0.0, gray, "r", scale).encode(quality=settings.jpeg_quality)
             wired.append(Frame.decode(fields))
-    loaded = ModelStore.open_default(store).load()
+    loaded = load_classifier(ModelStore.open_default(store))
     direct = analyse(
         [f.image for f in wired],
         [f.scale for f in wired],
-        make_detector(settings.detector, settings.detect_width, settings.track_refresh),
-        Classifier(loaded),
+        make_detector(settings),
+        loaded,
         [(f.stream, f.seq) for f in wired],
     ).faces
     assert all(line["model_version"] == loaded.version for line in lines)

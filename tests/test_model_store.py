@@ -21,7 +21,7 @@ from model_store import (
     PromotionRefused,
     UnknownVersion,
 )
-from model_store.manifest import MODEL_FILE
+from model_store.manifest import MODEL_FILE, SERVING_FILE
 from model_store.store import BUNDLED
 
 
@@ -33,7 +33,7 @@ def test_publish_then_load_gives_the_same_model(tmp_path):
     assert loaded.model(faces).numpy().argmax() == 3
     manifest = store.manifest(version)
     assert manifest.parent == "earlier-version"
-    assert set(manifest.files) == {MODEL_FILE}
+    assert set(manifest.files) == {MODEL_FILE, SERVING_FILE}
     assert manifest.classes == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert store.versions() == [version]
 

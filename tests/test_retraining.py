@@ -14,7 +14,7 @@ from ingest.wire import Frame, Result
 from training.data import load_folder
 from training.jobs import announce
 from workers.classify import LiveModel
-from workers.detect import HaarDetector
+from workers.haar import HaarDetector
 from workers.worker import Worker
 
 

@@ -7,21 +7,28 @@ import numpy as np
 import pytest
 from clips import iou, validation_faces
 
-from workers.detect import HaarDetector
+from workers.blazeface import BlazeFaceDetector
+from workers.haar import HaarDetector
 from workers.tracking import FaceTracker
 
 SIDE = 192
 
 
+@pytest.fixture(scope="module", params=[BlazeFaceDetector, HaarDetector], ids=["blazeface", "haar"])
+def new_detector(request):
+    """Every test runs with each detector: the tracker only needs ``detect`` and ``detect_near``."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def faces() -> list[np.ndarray]:
+def faces(new_detector) -> list[np.ndarray]:
     found = []
-    detector = HaarDetector()
+    detector = new_detector()
     for face, _ in validation_faces(("happy", "surprise", "neutral"), per_class=6):
         frame = scene([(face, (40, 140))], 0)
         if any(iou(box, (40, 140, SIDE, SIDE)) > 0.5 for box in detector.detect(frame)):
             found.append(face)
-    assert len(found) >= 3, "Haar finds too few of these faces to test tracking"
+    assert len(found) >= 3, "the detector finds too few of these faces to test tracking"
     return found
 
 
@@ -41,46 +48,46 @@ def follow(tracker: FaceTracker, frames: list[np.ndarray], stream: str = "cam", 
     return boxes, passes
 
 
-def test_a_still_face_is_followed_without_searching_the_whole_frame(faces):
+def test_a_still_face_is_followed_without_searching_the_whole_frame(faces, new_detector):
     frames = [scene([(faces[0], (40, 140))], seed) for seed in range(6)]
-    boxes, passes = follow(FaceTracker(HaarDetector()), frames)
+    boxes, passes = follow(FaceTracker(new_detector()), frames)
     assert passes == ["full"] + ["tracked"] * 5
     assert all(len(b) == 1 and iou(b[0], (40, 140, SIDE, SIDE)) > 0.6 for b in boxes)
 
 
-def test_a_moving_face_is_followed(faces):
+def test_a_moving_face_is_followed(faces, new_detector):
     frames = [scene([(faces[0], (40 + 16 * i, 140 - 4 * i))], i) for i in range(8)]
-    boxes, passes = follow(FaceTracker(HaarDetector()), frames)
+    boxes, passes = follow(FaceTracker(new_detector()), frames)
     assert passes.count("tracked") >= 6
     for i, found in enumerate(boxes):
         assert len(found) == 1 and iou(found[0], (40 + 16 * i, 140 - 4 * i, SIDE, SIDE)) > 0.5
 
 
-def test_a_face_that_comes_in_is_found_on_its_first_frame(faces):
+def test_a_face_that_comes_in_is_found_on_its_first_frame(faces, new_detector):
     alone = [scene([(faces[0], (40, 140))], seed) for seed in range(3)]
     joined = scene([(faces[0], (40, 140)), (faces[1], (400, 140))], 3)
-    boxes, passes = follow(FaceTracker(HaarDetector()), [*alone, joined])
+    boxes, passes = follow(FaceTracker(new_detector()), [*alone, joined])
     assert passes == ["full", "tracked", "tracked", "full"]
     assert sorted(b[0] // 100 for b in boxes[-1]) == [0, 4]
 
 
-def test_a_face_that_leaves_is_dropped_and_an_empty_scene_stays_cheap(faces):
+def test_a_face_that_leaves_is_dropped_and_an_empty_scene_stays_cheap(faces, new_detector):
     frames = [scene([(faces[0], (40, 140))], 0), *[scene([], seed) for seed in range(1, 5)]]
-    boxes, passes = follow(FaceTracker(HaarDetector()), frames)
+    boxes, passes = follow(FaceTracker(new_detector()), frames)
     assert boxes[0] and not any(boxes[1:])
     assert passes == ["full", "full", "tracked", "tracked", "tracked"]
 
 
-def test_a_new_face_in_place_of_the_last_one_is_found_as_a_full_pass_finds_it(faces):
+def test_a_new_face_in_place_of_the_last_one_is_found_as_a_full_pass_finds_it(faces, new_detector):
     for before, after in itertools.pairwise(faces):
         frames = [scene([(before, (40, 140))], 0), scene([(after, (40, 140))], 1)]
-        boxes, _ = follow(FaceTracker(HaarDetector()), frames)
-        [full] = HaarDetector().detect(frames[1])
+        boxes, _ = follow(FaceTracker(new_detector()), frames)
+        [full] = new_detector().detect(frames[1])
         assert len(boxes[1]) == 1 and iou(boxes[1][0], full) > 0.6
 
 
-def test_two_windows_that_find_the_same_face_make_a_full_pass(faces):
-    tracker = FaceTracker(HaarDetector())
+def test_two_windows_that_find_the_same_face_make_a_full_pass(faces, new_detector):
+    tracker = FaceTracker(new_detector())
     first = scene([(faces[0], (40, 140))], 0)
     [box] = tracker.detect(first, ("cam", 0))
     x, y, w, h = box
@@ -89,8 +96,8 @@ def test_two_windows_that_find_the_same_face_make_a_full_pass(faces):
     assert passes == ["full"] and len(boxes[0]) == 1
 
 
-def test_whole_frames_are_searched_every_refresh_frames_and_after_a_gap_or_a_restart(faces):
-    tracker = FaceTracker(HaarDetector(), refresh=3, max_gap=2)
+def test_whole_frames_are_searched_every_refresh_frames_and_after_a_gap_or_a_restart(faces, new_detector):
+    tracker = FaceTracker(new_detector(), refresh=3, max_gap=2)
     frame = scene([(faces[0], (40, 140))], 0)
     _, passes = follow(tracker, [frame] * 7)
     assert passes == ["full", "tracked", "tracked", "full", "tracked", "tracked", "full"]
@@ -100,8 +107,8 @@ def test_whole_frames_are_searched_every_refresh_frames_and_after_a_gap_or_a_res
     assert passes == ["full"]
 
 
-def test_streams_are_followed_apart_and_the_least_recent_is_forgotten(faces):
-    tracker = FaceTracker(HaarDetector(), streams=2)
+def test_streams_are_followed_apart_and_the_least_recent_is_forgotten(faces, new_detector):
+    tracker = FaceTracker(new_detector(), streams=2)
     frame = scene([(faces[0], (40, 140))], 0)
     other = scene([(faces[1], (400, 140))], 1)
     _, passes = follow(tracker, [frame, frame], "a")
@@ -114,17 +121,17 @@ def test_streams_are_followed_apart_and_the_least_recent_is_forgotten(faces):
     assert passes == ["full"]
 
 
-def test_a_lone_image_is_always_searched_whole(faces):
-    tracker = FaceTracker(HaarDetector())
+def test_a_lone_image_is_always_searched_whole(faces, new_detector):
+    tracker = FaceTracker(new_detector())
     passes: list[str] = []
     tracker.on_pass = passes.append
     frame = scene([(faces[0], (40, 140))], 0)
-    assert tracker.detect(frame) == tracker.detect(frame) == HaarDetector().detect(frame)
+    assert tracker.detect(frame) == tracker.detect(frame) == new_detector().detect(frame)
     assert passes == [] and not tracker.tracks
 
 
-def test_near_search_finds_a_known_face_and_reports_a_missing_one(faces):
-    detector = HaarDetector()
+def test_near_search_finds_a_known_face_and_reports_a_missing_one(faces, new_detector):
+    detector = new_detector()
     frame = scene([(faces[0], (40, 140))], 0)
     [box] = detector.detect(frame)
     near, gone = detector.detect_near(frame, [box, (400, 140, SIDE, SIDE)])

@@ -15,9 +15,9 @@ from factories import REPO, brightness, brightness_store, publish_brightness
 from emostream.config import Settings
 from ingest.wire import Frame, Result
 from workers.analysis import analyse
-from workers.classify import Classifier, LiveModel
+from workers.classify import LiveModel, load_classifier
 from workers.crop import crop_face
-from workers.detect import HaarDetector
+from workers.haar import HaarDetector
 from workers.tracking import FaceTracker
 from workers.worker import Worker
 
@@ -56,7 +56,7 @@ def test_haar_on_a_downscaled_frame_maps_boxes_back(clip):
 
 def test_analysis_classifies_all_faces_of_all_frames_in_one_call(clip, tmp_path):
     frames, _ = clip
-    classifier = Classifier(brightness_store(tmp_path).load())
+    classifier = load_classifier(brightness_store(tmp_path))
     calls = []
     original = classifier._infer
     classifier._infer = lambda x: calls.append(len(x)) or original(x)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from emostream.labels import EMOTIONS, FACE_SIZE
+from model_store.calibration import calibrate, expected_calibration_error
 
 
 def predict_scores(model: keras.Model, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:
@@ -39,9 +40,12 @@ def score(scores: np.ndarray, labels: np.ndarray) -> dict:
             for name, p, r, f, s in zip(EMOTIONS, precision, recall, f1, support, strict=True)
         },
         "confusion": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        "ece": expected_calibration_error(scores, labels) if len(labels) else 0.0,
     }
 
 
-def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, tta: bool = False) -> dict:
-    """Predict and score in one step."""
-    return score(predict_scores(model, images, tta=tta), labels)
+def evaluate(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, *, tta: bool = False, temperature: float = 1.0
+) -> dict:
+    """Predict (scores divided by ``temperature``, as served) and score in one step."""
+    return score(calibrate(predict_scores(model, images, tta=tta), temperature), labels)

@@ -52,6 +52,23 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str = "validat
     plt.close(fig)
 
 
+def plot_reliability(before: list[dict], after: list[dict], temperature: float, path: Path) -> None:
+    """Accuracy against mean confidence per bin of the top score, raw and temperature-scaled."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for rows, label in ((before, "raw softmax"), (after, f"temperature {temperature:.2f}")):
+        shown = [r for r in rows if r["n"]]
+        ax.plot([r["confidence"] for r in shown], [r["accuracy"] for r in shown], marker="o", label=label)
+    ax.set(
+        xlabel="confidence (top score)", ylabel="accuracy", title="reliability (validation)", xlim=(0, 1), ylim=(0, 1)
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def classification_report(metrics: dict) -> str:
     """A plain-text per-class precision/recall/F1 table with the overall figures."""
     lines = [f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]

@@ -8,8 +8,9 @@ A run directory holds everything a run produces and everything needed to resume 
     history.csv     one row per epoch, appended across resumes
     history.png     loss and accuracy, train vs validation
     confusion.png   normalised confusion matrix of best.keras on validation
+    reliability.png accuracy against confidence, raw and with the fitted temperature
     report.txt      per-class precision / recall / F1
-    metrics.json    validation metrics (single crop and flip TTA), timing, hardware
+    metrics.json    validation metrics (single crop and flip TTA), calibration, timing, hardware
 """
 
 import json
@@ -25,9 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from emostream.labels import EMOTIONS
+from model_store.calibration import calibrate, expected_calibration_error, fit_temperature, reliability
 from training import architectures, reports
 from training.data import FaceSet, load
-from training.evaluation import evaluate
+from training.evaluation import evaluate, predict_scores, score
 from training.history import read_history
 from training.pipeline import Augmentation, evaluation_dataset, training_dataset
 
@@ -67,6 +69,12 @@ class TrainConfig:
     parent: str | None = None
     """The model-store version ``init_from`` belongs to; a published run records it as its parent."""
     skip_bad: bool = False
+    teachers: list[str] = field(default_factory=list)
+    """``.keras`` files whose averaged flip-TTA scores become soft training targets (distillation)."""
+    teacher_temperature: float = 1.0
+    """Softens (>1) or sharpens (<1) the teachers' averaged distribution."""
+    teacher_weight: float = 0.7
+    """Share of the soft target in the training target; the rest is the one-hot label."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch size and learning rate must be positive")
+        if self.teacher_temperature <= 0 or not 0 <= self.teacher_weight <= 1:
+            raise ValueError("teacher temperature must be positive and teacher weight within 0..1")
 
 
 @dataclass
@@ -130,6 +140,23 @@ def load_validation(config: TrainConfig) -> FaceSet:
     """The validation set of a config (model selection only ever looks at this split)."""
     val = load(config.val_data or config.data, "validation", skip_bad=config.skip_bad)
     return _subset(val, config.limit, config.seed)
+
+
+def soft_targets(config: TrainConfig, faces: FaceSet) -> np.ndarray:
+    """Training targets ``(N, 7)``: the teachers' mean flip-TTA distribution mixed with the labels.
+
+    Teachers score the unaugmented faces once, before training: the augmentation is mild enough
+    for a face's soft label to stand for its augmented views.
+    """
+    scores = np.zeros((len(faces), len(EMOTIONS)), np.float64)
+    for path in config.teachers:
+        teacher = keras.models.load_model(path, compile=False)
+        scores += predict_scores(teacher, faces.images, tta=True)
+        log.info("teacher %s scored %d faces", path, len(faces))
+    soft = np.power(np.maximum(scores / len(config.teachers), 1e-8), 1.0 / config.teacher_temperature)
+    soft /= soft.sum(axis=1, keepdims=True)
+    hard = np.eye(len(EMOTIONS))[faces.labels]
+    return (config.teacher_weight * soft + (1 - config.teacher_weight) * hard).astype(np.float32)
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -247,9 +274,10 @@ def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult
             )
         )
 
+    targets = soft_targets(config, train_set) if config.teachers else train_set.labels
     started = time.monotonic()
     model.fit(
-        training_dataset(train_set.images, train_set.labels, batch_size, config.augmentation, config.seed),
+        training_dataset(train_set.images, targets, batch_size, config.augmentation, config.seed),
         validation_data=evaluation_dataset(val_set.images, val_set.labels, 256),
         epochs=config.epochs,
         class_weight=_class_weights(train_set.labels) if config.class_weights else None,
@@ -263,8 +291,11 @@ def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult
 def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
     """Evaluate best.keras on validation and write plots, report and metrics.json."""
     model = keras.models.load_model(run_dir / "best.keras", compile=False)
-    single = evaluate(model, val_set.images, val_set.labels)
+    scores = predict_scores(model, val_set.images)
+    single = score(scores, val_set.labels)
     tta = evaluate(model, val_set.images, val_set.labels, tta=True)
+    temperature = fit_temperature(scores, val_set.labels)
+    before, after = reliability(scores, val_set.labels), reliability(calibrate(scores, temperature), val_set.labels)
     history = read_history(run_dir / "history.csv")
     val_acc = history.get("val_accuracy", [])
     metrics = {
@@ -275,9 +306,15 @@ def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
         "train_seconds_this_session": round(seconds, 1),
         "parameters": int(model.count_params()),
         "hardware": _hardware(),
+        "calibration": {
+            "temperature": temperature,
+            "ece_before": expected_calibration_error(scores, val_set.labels),
+            "ece_after": expected_calibration_error(calibrate(scores, temperature), val_set.labels),
+        },
     }
     reports.plot_history(history, run_dir / "history.png")
     reports.plot_confusion(single["confusion"], run_dir / "confusion.png")
+    reports.plot_reliability(before, after, temperature, run_dir / "reliability.png")
     (run_dir / "report.txt").write_text(reports.classification_report(single))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

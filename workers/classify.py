@@ -1,40 +1,47 @@
-"""Classifying a batch of faces in one compiled call, and following the live model version."""
+"""Classifying a batch of faces in one call, and following the live model version.
 
+Workers run a version's ``model.tflite`` on LiteRT: no TensorFlow in the process, so a worker
+starts in about a second in a few hundred MiB. A host with a GPU and TensorFlow installed
+runs the Keras model instead (``EMOSTREAM_RUNTIME``; :mod:`workers.keras_runtime`). Scores
+are divided by the version's fitted temperature (its manifest's ``temperature``), so a shown
+confidence means what it says.
+"""
+
+import importlib.util
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from emostream.labels import FACE_SIZE, NUM_CLASSES
-from model_store import LoadedModel, ModelStore, ModelStoreError
+from model_store import Manifest, ModelStore, ModelStoreError
+from model_store.calibration import calibrate
+from model_store.manifest import MODEL_FILE
+from workers.litert import LiteModel
 
 log = logging.getLogger(__name__)
 
-
-def configure_tensorflow(threads: int) -> None:
-    """Cap TensorFlow's CPU threads (call before the first op) so N workers share the cores."""
-    if threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+Infer = Callable[[np.ndarray], np.ndarray]
+"""Float faces ``(N, 48, 48, 1)`` in 0..255 to probabilities ``(N, 7)``."""
 
 
 class Classifier:
-    """A model version compiled once for any batch size of 48x48 faces."""
+    """One model version, served: uint8 faces ``(N, 48, 48)`` to calibrated probabilities ``(N, 7)``."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.version = loaded.version
-        self.architecture = loaded.manifest.architecture
-        model = loaded.model
-        spec = tf.TensorSpec([None, FACE_SIZE, FACE_SIZE, 1], tf.float32)
-        self._infer = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    def __init__(self, manifest: Manifest, infer: Infer, runtime: str) -> None:
+        self.version = manifest.version
+        self.architecture = manifest.architecture
+        self.temperature = manifest.temperature
+        self.runtime = runtime
+        self._infer = infer
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
-        """Probabilities ``(N, 7)`` for uint8 faces ``(N, 48, 48)``."""
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        x = faces.reshape(-1, FACE_SIZE, FACE_SIZE, 1).astype(np.float32)
-        return self._infer(x).numpy()
+        scores = self._infer(faces.reshape(-1, FACE_SIZE, FACE_SIZE, 1).astype(np.float32))
+        return calibrate(scores, self.temperature)
 
     def smoke_test(self) -> None:
         """Refuse a model whose outputs are not probabilities over the 7 classes."""
@@ -45,6 +52,30 @@ class Classifier:
             raise ModelStoreError(f"{self.version}: smoke prediction is not a probability distribution")
 
 
+def use_keras(runtime: str) -> bool:
+    """Whether ``runtime`` (auto, litert, keras) means Keras on this host."""
+    if runtime == "auto":
+        return Path("/dev/nvidiactl").exists() and importlib.util.find_spec("tensorflow") is not None
+    return runtime == "keras"
+
+
+def load_classifier(
+    store: ModelStore, version: str | None = None, runtime: str = "auto", threads: int = 0
+) -> Classifier:
+    """Verify ``version`` (default: the live one) and load it for ``runtime``."""
+    if use_keras(runtime):
+        from workers.keras_runtime import keras_infer
+
+        manifest = store.verify(version or store.require_live())
+        return Classifier(manifest, keras_infer(store.path(manifest.version) / MODEL_FILE, threads), "keras")
+    manifest, path = store.serving_file(version)
+    try:
+        model = LiteModel(path, threads=threads)
+    except (RuntimeError, ValueError) as err:  # LiteRT's errors for a file that is no model
+        raise ModelStoreError(f"{manifest.version}: {path.name} does not load ({err})") from err
+    return Classifier(manifest, lambda x: next(iter(model(x).values())), "litert")
+
+
 class LiveModel:
     """The classifier of the store's live version, swapped when the live pointer moves.
 
@@ -52,15 +83,17 @@ class LiveModel:
     fails to load or its smoke prediction is refused and the current one keeps serving.
     """
 
-    def __init__(self, store: ModelStore, check_interval: float = 2.0) -> None:
+    def __init__(self, store: ModelStore, runtime: str = "auto", threads: int = 0, check_interval: float = 2.0) -> None:
         self.store = store
+        self.runtime = runtime
+        self.threads = threads
         self.check_interval = check_interval
         self.refused: dict[str, str] = {}
         self.classifier = self._load(store.live_version())
         self._checked = time.monotonic()
 
     def _load(self, version: str | None) -> Classifier:
-        classifier = Classifier(self.store.load(version))
+        classifier = load_classifier(self.store, version, self.runtime, self.threads)
         classifier.smoke_test()
         return classifier
 

@@ -19,6 +19,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         batch_wait_ms=args.batch_wait_ms,
         max_frame_age=args.max_frame_age,
         detector=args.detector,
+        detect_tiles=args.detect_tiles,
         detect_width=args.detect_width,
         track_refresh=args.track_refresh,
     )
@@ -29,19 +30,17 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_worker(settings: Settings, threads: int = 0, name: str | None = None) -> None:
     """Serve frames from ``settings.redis_url`` until SIGTERM or SIGINT, with /metrics, /healthz, /readyz."""
-    from workers.classify import LiveModel, configure_tensorflow
-
-    configure_tensorflow(threads)
     import redis
 
     from emostream.metrics import Metrics
     from emostream.status_server import StatusServer
+    from workers.classify import LiveModel
     from workers.detection import make_detector
     from workers.worker import Worker
 
     client = redis.Redis.from_url(settings.redis_url)
     metrics = Metrics()
-    model = LiveModel(settings.model_store())
+    model = LiveModel(settings.model_store(), settings.runtime, threads)
 
     def ready() -> str | None:
         try:
@@ -54,12 +53,7 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
     worker = Worker(
         settings,
         client,
-        make_detector(
-            settings.detector,
-            settings.detect_width,
-            settings.track_refresh,
-            lambda kind: metrics.detection_passes.labels(kind=kind).inc(),
-        ),
+        make_detector(settings, threads, on_pass=lambda kind: metrics.detection_passes.labels(kind=kind).inc()),
         model,
         name,
         metrics,
@@ -78,20 +72,25 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     import cv2
 
     from workers.analysis import analyse
-    from workers.classify import Classifier
+    from workers.classify import load_classifier
     from workers.detection import make_detector
 
-    classifier = Classifier(settings.model_store().load(args.model))
-    detector = make_detector(settings.detector, args.detect_width or settings.detect_width)
     paths, grays, failed = [], [], 0
     for path in args.images:
-        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if Path(path).is_file() else None
+        if not Path(path).is_file():
+            print(f"emostream predict: error: {path}: no such file", file=sys.stderr)
+            failed += 1
+            continue
+        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
         if image is None:
             print(f"emostream predict: error: {path}: not a readable image", file=sys.stderr)
             failed += 1
             continue
         paths.append(path)
         grays.append(image)
+    settings = settings.replace(detector=args.detector, detect_width=args.detect_width)
+    classifier = load_classifier(settings.model_store(), args.model, settings.runtime)
+    detector = make_detector(settings, track=False)
     analysis = analyse(grays, [1.0] * len(grays), detector, classifier)
     report = [
         {"image": p, "model_version": classifier.version, "faces": [vars(f) for f in faces]}
@@ -112,8 +111,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-frames", type=int, help=f"frames per read (default {defaults.batch_frames})")
     p.add_argument("--batch-wait-ms", type=int, help=f"wait to fill a batch (default {defaults.batch_wait_ms})")
     p.add_argument("--max-frame-age", type=float, help=f"latency budget in s (default {defaults.max_frame_age})")
-    p.add_argument("--detector", help=f"face detector (default {defaults.detector})")
-    p.add_argument("--detect-width", type=int, help=f"detection width (default {defaults.detect_width})")
+    p.add_argument("--detector", choices=("blazeface", "haar"), help=f"face detector (default {defaults.detector})")
+    p.add_argument(
+        "--detect-tiles", type=int, help=f"BlazeFace: N x N tiles for small faces (default {defaults.detect_tiles})"
+    )
+    p.add_argument("--detect-width", type=int, help=f"Haar: detection width (default {defaults.detect_width})")
     p.add_argument(
         "--track-refresh",
         type=int,
@@ -124,13 +126,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=int(os.environ.get("EMOSTREAM_THREADS", "0")),
-        help="TensorFlow CPU threads (0: all cores)",
+        help="inference threads (0: all cores)",
     )
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("predict", help="label the faces of image files in-process")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", help="model version (default: the live one)")
-    p.add_argument("--detect-width", type=int, help="detection width (default: EMOSTREAM_DETECT_WIDTH)")
+    p.add_argument("--detector", choices=("blazeface", "haar"), help="face detector (default: EMOSTREAM_DETECTOR)")
+    p.add_argument("--detect-width", type=int, help="Haar: detection width (default: EMOSTREAM_DETECT_WIDTH)")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.set_defaults(func=_cmd_predict)

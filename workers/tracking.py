@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from workers.detect import Box, FrameKey, HaarDetector, window
+from workers.detect import Box, FrameKey, NearDetector, window
 
 THUMB_CELLS = 40
 """Thumbnail width in cells."""
@@ -48,7 +48,7 @@ class FaceTracker:
 
     def __init__(
         self,
-        detector: HaarDetector,
+        detector: NearDetector,
         refresh: int = 10,
         max_gap: int = 4,
         change: float = 12.0,

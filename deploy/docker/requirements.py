@@ -1,9 +1,10 @@
-"""Print the project's runtime dependencies from pyproject.toml, one per line, for pip install -r.
+"""Print the project's dependencies from pyproject.toml, one per line, for pip install -r.
 
 Used by the Dockerfile so dependencies install in their own cached layer before the sources are
-copied, and by the GPU image to leave out ``tensorflow-cpu`` (the base image's TensorFlow serves):
+copied: serving images take the base dependencies (no TensorFlow), the trainer adds the ``train``
+extra, and the GPU image leaves out ``tensorflow-cpu`` (the base image's TensorFlow serves):
 
-    python requirements.py pyproject.toml --without tensorflow-cpu > requirements.txt
+    python requirements.py pyproject.toml --extra train --without tensorflow-cpu > requirements.txt
 """
 
 import argparse
@@ -11,9 +12,10 @@ import re
 import tomllib
 
 
-def requirements(pyproject: str, without: list[str]) -> list[str]:
+def requirements(pyproject: str, without: list[str], extras: list[str] = ()) -> list[str]:
     with open(pyproject, "rb") as file:
-        dependencies = tomllib.load(file)["project"]["dependencies"]
+        project = tomllib.load(file)["project"]
+    dependencies = project["dependencies"] + [d for extra in extras for d in project["optional-dependencies"][extra]]
     left_out = {name.lower() for name in without}
     return [dep for dep in dependencies if re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0].lower() not in left_out]
 
@@ -22,5 +24,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("pyproject")
     parser.add_argument("--without", action="append", default=[], metavar="NAME", help="leave this package out")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME", help="add this extra's packages")
     args = parser.parse_args()
-    print("\n".join(requirements(args.pyproject, args.without)))
+    print("\n".join(requirements(args.pyproject, args.without, args.extra)))

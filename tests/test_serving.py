@@ -1,0 +1,175 @@
+"""Serving without TensorFlow: LiteRT files at publish, the same scores as Keras, calibration, a lean worker."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from clips import validation_faces
+from factories import REPO, brightness_store, publish_brightness
+
+from emostream.labels import EMOTIONS
+from model_store import CorruptVersion, ModelStore
+from model_store.calibration import calibrate, expected_calibration_error, fit_temperature
+from model_store.convert import to_tflite
+from model_store.manifest import MODEL_FILE, SERVING_FILE
+from model_store.store import BUNDLED
+from workers.classify import LiveModel, load_classifier
+from workers.litert import LiteModel
+
+
+@pytest.fixture(scope="module")
+def real_faces() -> np.ndarray:
+    faces = validation_faces(EMOTIONS, per_class=10, offset=200)
+    return np.stack([face for face, _ in faces]).reshape(-1, 48, 48, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> ModelStore:
+    return ModelStore(BUNDLED)
+
+
+def test_litert_float_file_gives_kerass_scores_on_real_faces(shipped, real_faces):
+    live = shipped.require_live()
+    model = keras.models.load_model(shipped.path(live) / MODEL_FILE, compile=False)
+    lite = LiteModel(to_tflite(model, quantize=False))
+    for batch in (1, 5, len(real_faces)):  # padded buckets and one chunk
+        scores = next(iter(lite(real_faces[:batch]).values()))
+        assert np.abs(scores - model.predict(real_faces[:batch], verbose=0)).max() <= 1e-4
+
+
+def test_every_shipped_version_serves_an_int8_file_as_accurate_as_its_network(shipped, real_faces):
+    for version in shipped.versions():
+        manifest, _ = shipped.serving_file(version)
+        metrics = manifest.metrics
+        assert abs(metrics["served_validation_accuracy"] - metrics["validation_accuracy"]) <= 0.003, version
+        assert metrics["validation_ece"] <= metrics["validation_ece_uncalibrated"] and manifest.temperature > 0
+    live = shipped.require_live()
+    model = keras.models.load_model(shipped.path(live) / MODEL_FILE, compile=False)
+    served = load_classifier(shipped, live, runtime="litert")(real_faces.astype(np.uint8))
+    agree = (served.argmax(axis=1) == model.predict(real_faces, verbose=0).argmax(axis=1)).mean()
+    assert agree >= 0.95 and np.allclose(served.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_a_corrupt_serving_file_is_refused_and_the_old_model_keeps_serving(tmp_path):
+    store = brightness_store(tmp_path)
+    live = LiveModel(store, runtime="litert")
+    first = live.classifier.version
+    changed = publish_brightness(store, 0.9)
+    store.promote(changed)
+    (store.path(changed) / SERVING_FILE).write_bytes(b"flipped bits")
+    with pytest.raises(CorruptVersion, match=f"{SERVING_FILE} fails its sha256 check"):
+        store.verify(changed)
+    assert not live.refresh(force=True)
+    assert live.classifier.version == first and changed in live.refused
+    # a file that is no model, with a matching checksum, is refused when it fails to load
+    garbage = publish_brightness(store, 0.95)
+    store.add_serving(garbage, b"\0" * 64, 1.0, {})
+    store.promote(garbage)
+    assert not live.refresh(force=True)
+    assert live.classifier.version == first and "does not load" in live.refused[garbage]
+
+
+def test_a_version_without_a_serving_file_names_the_command_that_adds_it(tmp_path):
+    store = brightness_store(tmp_path)
+    version = store.require_live()
+    manifest = store.manifest(version)
+    (store.path(version) / SERVING_FILE).unlink()
+    manifest.files.pop(SERVING_FILE)
+    manifest.write(store.path(version))
+    with pytest.raises(CorruptVersion, match=f"emostream models convert {version}"):
+        load_classifier(store, runtime="litert")
+    model = keras.models.load_model(store.path(version) / MODEL_FILE, compile=False)
+    store.add_serving(version, to_tflite(model), 0.5, {"served_validation_accuracy": 1.0})
+    classifier = load_classifier(store, runtime="litert")
+    assert classifier.temperature == 0.5 and store.manifest(version).metrics["served_validation_accuracy"] == 1.0
+    faces = np.full((2, 48, 48), 128, np.uint8)
+    assert classifier(faces).argmax(axis=1).tolist() == [3, 3]
+
+
+def test_temperature_scaling_keeps_the_ranking_and_is_fitted_from_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 7))
+    true = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)  # the real odds: half as sharp
+    labels = np.array([rng.choice(7, p=p) for p in true])
+    overconfident = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    temperature = fit_temperature(overconfident, labels)
+    assert 1.8 <= temperature <= 2.2
+    fixed = calibrate(overconfident, temperature)
+    assert (fixed.argmax(axis=1) == overconfident.argmax(axis=1)).all()
+    assert expected_calibration_error(fixed, labels) < 0.02 < expected_calibration_error(overconfident, labels)
+    assert calibrate(overconfident, 1.0) is overconfident
+
+
+def test_expected_calibration_error_by_hand():
+    scores = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    labels = np.array([0, 1, 0, 0])  # confidence 0.9 right half the time, 0.6 right always
+    assert expected_calibration_error(scores, labels) == pytest.approx(0.5 * 0.4 + 0.5 * 0.4)
+
+
+def test_a_worker_process_loads_no_tensorflow_and_gets_ready(redis_server, tmp_path):
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
+        "EMOSTREAM_METRICS_PORT": "0",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "emostream.cli", "worker", "--threads", "1"],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = None
+        deadline = time.monotonic() + 120
+        while address is None and time.monotonic() < deadline:
+            line = worker.stderr.readline()
+            if "metrics on http://" in line:
+                address = line.split("http://", 1)[1].split("/", 1)[0]
+        assert address, "the worker never served its status"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as ready:
+                    if ready.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        maps = Path(f"/proc/{worker.pid}/maps").read_text().lower()
+        assert "tensorflow" not in maps and "libtensorflow" not in maps
+        assert "litert" in maps or "tflite" in maps or "ai_edge_litert" in maps
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        worker.stderr.close()
+
+
+def test_serving_modules_import_no_tensorflow(tmp_path):
+    code = (
+        "import sys, json\n"
+        "from emostream.config import Settings\n"
+        "from workers.classify import load_classifier\n"
+        "from workers.detection import make_detector\n"
+        "import emostream.cli, gateway.app, workers.worker, ingest.run\n"
+        "settings = Settings.from_env()\n"
+        "load_classifier(settings.model_store(), runtime='auto')\n"
+        "make_detector(settings)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "EMOSTREAM_MODEL_STORE": str(tmp_path / "store")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
