@@ -134,11 +134,12 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         if source.is_file()
         else load_folder(source, skip_bad=args.skip_bad)
     )
-    result = evaluate(loaded.model, faces.images, faces.labels, tta=args.tta)
+    result = evaluate(loaded.model, faces.images, faces.labels, tta=args.tta, temperature=loaded.manifest.temperature)
     result = {
         "model_version": loaded.version,
         "data": faces.source,
         "tta": args.tta,
+        "temperature": loaded.manifest.temperature,
         "skipped": len(faces.skipped),
         **result,
     }
@@ -178,7 +179,11 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             )
     elif args.action == "show":
         manifest = store.manifest(args.version or live or "")
-        if args.json:
+        if args.card:
+            from model_store.card import model_card
+
+            print(model_card(store, manifest.version), end="")
+        elif args.json:
             print(json.dumps({**manifest.to_json(), "live": manifest.version == live}))
         else:
             print(json.dumps(manifest.to_json(), indent=2))
@@ -238,6 +243,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--json", action="store_true")
         if name == "show":
             a.add_argument("version", nargs="?", help="default: the live version")
+            a.add_argument("--card", action="store_true", help="print the version's model card (Markdown)")
     promote = actions.add_parser("promote")
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if less accurate than live")

@@ -8,6 +8,7 @@ Routes::
     GET    /api/training-jobs/{id}          status, per-epoch progress and metrics, the resulting version
     DELETE /api/training-jobs/{id}          cancel (a running job stops within a second or two)
     GET    /api/models                      every version with its metrics, and which one is live
+    GET    /api/models/{version}/card       the version's model card, Markdown ("live": the live version)
     POST   /api/models/{version}/promote    {"force": false}; 409 with the reason when refused
     POST   /api/models/rollback             back to the previously live version
 
@@ -29,6 +30,7 @@ from rq.job import Job
 
 from emostream.config import Settings
 from gateway.api import HUB, SYNC_REDIS, ApiError, json_object
+from model_store.card import model_card
 from model_store.errors import ModelStoreError, PromotionRefused, UnknownVersion
 from model_store.store import ModelStore
 from training.feedback import FeedbackStore
@@ -167,6 +169,21 @@ def _announce(client: redis.Redis, settings: Settings, version: str) -> None:
 async def models(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
     return web.json_response(await asyncio.to_thread(lambda: list_models(settings.model_store())))
+
+
+@routes.get("/api/models/{version}/card")
+async def card(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    version = request.match_info["version"]
+    try:
+        text = await asyncio.to_thread(
+            lambda: model_card(settings.model_store(), None if version == "live" else version)
+        )
+    except UnknownVersion as err:
+        raise ApiError(404, str(err)) from None
+    except ModelStoreError as err:
+        raise ApiError(409, str(err)) from None
+    return web.Response(text=text, content_type="text/markdown", charset="utf-8")
 
 
 @routes.post("/api/models/rollback")

@@ -4,6 +4,7 @@ import csv
 import json
 
 import cv2
+import numpy as np
 import pytest
 from factories import brightness, brightness_store, fer_dataset, flat, publish_brightness, run_cli, write_faces
 
@@ -18,6 +19,7 @@ ARTIFACTS = (
     "history.csv",
     "history.png",
     "confusion.png",
+    "reliability.png",
     "report.txt",
     "metrics.json",
 )
@@ -82,7 +84,7 @@ def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_p
     assert "validation accuracy" in done.stdout
     for name in ARTIFACTS:
         assert (run_dir / name).stat().st_size > 0, name
-    for plot in ("history.png", "confusion.png"):
+    for plot in ("history.png", "confusion.png", "reliability.png"):
         assert cv2.imread(str(run_dir / plot)) is not None
     assert "disgust" in (run_dir / "report.txt").read_text()
     config = json.loads((run_dir / "config.json").read_text())
@@ -94,9 +96,15 @@ def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_p
     manifest = live[0]
     assert manifest["datasets"]["train"]["n"] == 210
     assert manifest["datasets"]["train"]["fingerprint"].startswith("sha256:")
-    assert {"model.keras", "history.png", "confusion.png", "report.txt", "metrics.json"} <= set(manifest["files"])
+    files = {"model.keras", "model.tflite", "history.png", "confusion.png", "reliability.png", "metrics.json"}
+    assert files <= set(manifest["files"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert manifest["metrics"]["validation_accuracy"] == metrics["validation"]["accuracy"]
+    # the served int8 file is scored on validation, and its temperature fitted there
+    served = manifest["metrics"]
+    for key in ("served_validation_accuracy", "validation_ece", "validation_ece_uncalibrated"):
+        assert 0 <= served[key] <= 1, key
+    assert manifest["temperature"] > 0 and set(metrics["calibration"]) == {"temperature", "ece_before", "ece_after"}
 
 
 def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_parent(fer_subset, tmp_path):
@@ -151,6 +159,12 @@ def test_evaluate_json_gives_the_known_answers(tmp_path):
     assert result["per_class"]["happy"]["precision"] == pytest.approx(2 / 3)
     f1s = [6 / 7, 0, 0, 0.8, 0, 0, 0]
     assert result["macro_f1"] == pytest.approx(sum(f1s) / 7)
+    # the model's confidence on a grey level exactly at a class: softmax of -100 (m - c)^2 over the 7 centres
+    centres = np.arange(7) / 6
+    edge, inner = (1 / np.exp(-100 * (centres - centres[k]) ** 2).sum() for k in (0, 3))
+    # 3 edge-class faces (all right) and 4 inner-class faces (2 right) fall in two bins of the top score
+    assert result["temperature"] == 1.0
+    assert result["ece"] == pytest.approx(3 / 7 * abs(1 - edge) + 4 / 7 * abs(0.5 - inner), abs=1e-3)  # 8-bit greys
 
 
 def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):

@@ -1,7 +1,7 @@
 """Classifying a batch of faces in one call, and following the live model version.
 
 Workers run a version's ``model.tflite`` on LiteRT: no TensorFlow in the process, so a worker
-starts in about a second in a few hundred MiB. A host with a GPU and TensorFlow installed
+starts in a fraction of a second in about 110 MiB. A host with a GPU and TensorFlow installed
 runs the Keras model instead (``EMOSTREAM_RUNTIME``; :mod:`workers.keras_runtime`). Scores
 are divided by the version's fitted temperature (its manifest's ``temperature``), so a shown
 confidence means what it says.

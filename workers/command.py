@@ -41,6 +41,7 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
     client = redis.Redis.from_url(settings.redis_url)
     metrics = Metrics()
     model = LiveModel(settings.model_store(), settings.runtime, threads)
+    detector = make_detector(settings, threads, on_pass=lambda kind: metrics.detection_passes.labels(kind=kind).inc())
 
     def ready() -> str | None:
         try:
@@ -53,7 +54,7 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
     worker = Worker(
         settings,
         client,
-        make_detector(settings, threads, on_pass=lambda kind: metrics.detection_passes.labels(kind=kind).inc()),
+        detector,
         model,
         name,
         metrics,
