@@ -181,14 +181,14 @@ async def targets(request: web.Request) -> web.Response:
     settings = hub.settings
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     port = sockname[1] if isinstance(sockname, tuple) else settings.port
-    listed = [
-        {"targets": [settings.advertised(f"{settings.host}:{port}")], "labels": {"role": "gateway", "gateway": hub.id}}
-    ]
+    address = await asyncio.to_thread(settings.advertised, f"{settings.host}:{port}")  # may resolve a host name
+    listed = [{"targets": [address], "labels": {"role": "gateway", "gateway": hub.id}}]
     try:
         beats = await asyncio.wait_for(hub.redis.hgetall(settings.keys.workers), READY_TIMEOUT)
+        seconds, micros = await asyncio.wait_for(hub.redis.time(), READY_TIMEOUT)
     except (aioredis.RedisError, OSError, TimeoutError) as err:
         raise ApiError(503, f"Redis unreachable: {err!r}") from None  # Prometheus keeps its last list
-    now = time.time()
+    now = seconds + micros / 1e6  # heartbeats are stamped by Redis's clock: hosts' clocks may differ
     for raw in beats.values():
         try:
             beat = json.loads(raw)

@@ -102,7 +102,7 @@ async def start_job(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
     spec = await asyncio.to_thread(parse_spec, await json_object(request), settings)
     client = request.app[SYNC_REDIS]
-    job = await asyncio.to_thread(enqueue, client, settings, spec)
+    job = await asyncio.to_thread(enqueue, client, spec)
     log.info("retraining job %s queued: %s", job.id, spec)
     return web.json_response(await asyncio.to_thread(describe, job), status=201)
 

@@ -147,12 +147,20 @@ def model_card(store: ModelStore, version: str | None = None) -> str:
         "",
         "## Privacy",
         "",
-        "Frames are processed in memory and never written to disk: a frame lives in Redis only "
-        "until a worker answers it (at most the latency budget plus the stream's trimming), and "
-        "a result stream expires two minutes after its last answer. Nothing identifies a person: "
-        "no face recognition, no embeddings. Feedback crops are kept, as `<class>/` image files "
-        "under `EMOSTREAM_FEEDBACK_DIR`, only while the operator's switch is on, until the "
-        "operator deletes them (remove the files or the directory).",
+        "Frames are processed in memory and never written to disk by emostream. A frame waits in "
+        "Redis's frames stream (at most `EMOSTREAM_FRAMES_MAXLEN` entries) until a worker takes it "
+        "and is deleted once answered or dropped; results carry boxes and scores, not pixels, and "
+        "a reply stream expires two minutes after its last answer. A Redis with persistence on (the "
+        "Kubernetes manifests snapshot every 60 s) can hold the frames waiting at that moment in its "
+        "snapshot file. Nothing identifies a person: no "
+        "face recognition, no embeddings. While feedback capture is on, the gateway keeps each open "
+        "stream's last 50 sampled frames in memory, so that a correction is cut from the frame it "
+        "names. With `EMOSTREAM_SHADOW_SAMPLE` above 0 (default 0), workers keep that many recent "
+        "48x48 face crops in Redis to compare a candidate model on live faces. Feedback is kept "
+        "only while the operator's switch is on: each correction as a 48x48 PNG under "
+        "`EMOSTREAM_FEEDBACK_DIR/<class>/` and a line of `feedback.jsonl` (file, label, predicted "
+        "label, model version, time), until the operator deletes them (remove the files, or the "
+        "directory).",
         "",
     ]
     return "\n".join(sections)

@@ -291,7 +291,9 @@ class ModelStore:
 
     def _promote_locked(self, manifest: Manifest, *, force: bool, reason: str) -> None:
         version, live = manifest.version, self.live_version()
-        if live and live != version and not force:
+        if live == version:  # already live: the rollback history must not list it twice
+            return
+        if live and not force:
             current = self.manifest(live).validation_accuracy or 0.0
             candidate = manifest.validation_accuracy or 0.0
             if candidate < current:

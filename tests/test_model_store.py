@@ -68,6 +68,17 @@ def test_promotion_policy_and_rollback(tmp_path):
     assert [e["action"] for e in store.history()] == ["promote"] * 3 + ["rollback"] * 2
 
 
+def test_promoting_the_live_version_again_leaves_the_rollback_history_alone(tmp_path):
+    store = ModelStore(tmp_path)
+    first, second = publish_brightness(store, 0.6), publish_brightness(store, 0.7)
+    store.promote(first)
+    store.promote(second)
+    store.promote(second)  # a repeated click, a retried API call
+    store.promote(second, force=True)
+    assert store.rollback() == first
+    assert store.live_version() == first
+
+
 def test_a_flipped_byte_fails_the_checksum(tmp_path):
     store = ModelStore(tmp_path)
     version = publish_brightness(store, 0.5)

@@ -1,8 +1,10 @@
 """Retraining through RQ with a real Redis and a real (non-forking) RQ worker; hot reload in a running worker."""
 
+import contextlib
 import json
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -75,11 +77,39 @@ def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
         "--promotion",
         "manual",
         "--wait",
-        env=trainer_env,
+        env={**trainer_env, "EMOSTREAM_TOKEN": SECRET},  # the enqueuer's secret must not travel with the job
     )
     view = json.loads(done.stdout.splitlines()[-1])
     assert view["status"] == "finished" and view["promoted"] is False
     assert store.live_version() == live and view["version"] in store.versions()
+    assert not redis_values_containing(redis.Redis.from_url(trainer_env["REDIS_URL"]), SECRET.encode())
+
+
+SECRET = "tok-9f1c2e7d5b3a"
+
+
+def redis_values_containing(client: redis.Redis, needle: bytes) -> list[bytes]:
+    """Every key whose name or any value holds ``needle``, RQ's zlib-compressed job data unpacked too."""
+    found = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key)]
+        elif kind == b"hash":
+            values = list(client.hgetall(key).values())
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind in (b"set", b"zset"):
+            values = list(client.smembers(key)) if kind == b"set" else client.zrange(key, 0, -1)
+        else:  # streams
+            values = [v for _, fields in client.xrange(key) for v in fields.values()]
+        unpacked = []
+        for value in values:
+            with contextlib.suppress(zlib.error):
+                unpacked.append(zlib.decompress(value))
+        if any(needle in v for v in [key, *values, *unpacked]):
+            found.append(key)
+    return found
 
 
 def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_env, tmp_path):

@@ -94,6 +94,14 @@ def test_a_version_without_a_serving_file_names_the_command_that_adds_it(tmp_pat
     assert classifier(faces).argmax(axis=1).tolist() == [3, 3]
 
 
+def test_the_keras_runtime_serves_the_same_version_alike(tmp_path):
+    store = brightness_store(tmp_path)
+    faces = np.stack([np.full((48, 48), round(255 * k / 6), np.uint8) for k in range(7)])
+    litert, keras_runtime = (load_classifier(store, runtime=r) for r in ("litert", "keras"))
+    assert keras_runtime.runtime == "keras" and litert.runtime == "litert"
+    assert keras_runtime(faces).argmax(axis=1).tolist() == litert(faces).argmax(axis=1).tolist() == list(range(7))
+
+
 def test_temperature_scaling_keeps_the_ranking_and_is_fitted_from_labels():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (4000, 7))

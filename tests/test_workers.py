@@ -150,7 +150,12 @@ def test_shadow_sampling_keeps_a_capped_list_of_face_crops(worker, redis_client,
 def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_client):
     keys = worker.keys
     face = np.full((96, 96), brightness(5), np.uint8)
-    _push(redis_client, keys, Frame("s", 0, time.time() - 3600, face, keys.results("s")))
+    # stale by Redis's clock: added (entry id) an hour ago, whatever its capture time says
+    redis_client.xadd(
+        keys.frames,
+        Frame("s", 0, time.time(), face, keys.results("s")).encode(),
+        id=f"{int(time.time() * 1000) - 3_600_000}-0",
+    )
     redis_client.xadd(keys.frames, {"v": "1", "stream": "s", "enc": "jpeg", "data": b"junk"})
     _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
     results = _results(redis_client, keys.results("s"), 1)

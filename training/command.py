@@ -61,7 +61,7 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         timeout_s=args.timeout,
     )
     client = _client(settings)
-    job = enqueue(client, settings, spec)
+    job = enqueue(client, spec)
     print(job.id)
     if not args.wait:
         return 0

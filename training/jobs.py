@@ -13,6 +13,7 @@ failed, cancelled or timed-out job never publishes anything; promotion happens h
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -83,13 +84,13 @@ def cancel_key(settings: Settings, job_id: str) -> str:
     return f"{settings.key_prefix}:training-cancel:{job_id}"
 
 
-def enqueue(client: redis.Redis, settings: Settings, spec: RetrainSpec) -> Job:
+def enqueue(client: redis.Redis, spec: RetrainSpec) -> Job:
     """Queue a retraining job with an explicit timeout; failures stay in RQ's failed registry."""
     spec.validate()
     queue = Queue(QUEUE, connection=client)
     return queue.enqueue_call(
         run_job,
-        args=(asdict(spec), settings.to_env()),
+        args=(asdict(spec),),  # the spec only: the trainer uses its own settings, and no secret enters Redis
         timeout=spec.timeout_s + 600,
         result_ttl=7 * 86400,
         failure_ttl=7 * 86400,
@@ -188,10 +189,14 @@ def _train_command(spec: RetrainSpec, run_dir: Path, init_from: str | None) -> l
     return command
 
 
-def run_job(raw_spec: dict, env: dict[str, str]) -> dict:
-    """The job body: train in a child process, follow it, publish, apply the promotion policy."""
+def run_job(raw_spec: dict) -> dict:
+    """The job body: train in a child process, follow it, publish, apply the promotion policy.
+
+    It runs in the trainer's process, with the trainer's own settings and environment.
+    """
     spec = RetrainSpec.from_json(raw_spec)
-    settings = Settings.from_env(env)
+    settings = Settings.from_env()
+    env = dict(os.environ)
     job = get_current_job()
     job_id = job.id if job else f"local-{int(time.time())}"
     client = job.connection if job else redis.Redis.from_url(settings.redis_url)

@@ -61,8 +61,16 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
         settings.advertised(status.address),
     )
     log.info("worker %s: metrics on http://%s/metrics", worker.name, status.address)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if worker.stopping.is_set():  # a second signal: cold shutdown, the batch in hand is left pending
+            log.warning("worker %s: second %s, exiting at once", worker.name, signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("worker %s: finishing the batch in hand (signal again to exit at once)", worker.name)
+        worker.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker.stop())
+        signal.signal(sig, on_signal)
     try:
         worker.run()
     finally:

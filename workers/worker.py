@@ -5,7 +5,10 @@ One iteration:
 1. ``XREADGROUP COUNT batch_frames BLOCK`` on the frames stream; once a frame is in, wait
    ``batch_wait_ms`` and read again (without blocking) to fill the batch across streams.
 2. Decode; a malformed entry is counted and acknowledged (it can never succeed), a frame
-   older than ``max_frame_age`` is dropped unprocessed and counted.
+   that waited in the stream longer than ``max_frame_age`` is dropped unprocessed and counted.
+   The wait is judged by Redis's clock (the entry id is the time Redis added it; the worker
+   learns how far its own clock is from Redis's at every heartbeat), so hosts whose clocks
+   disagree still agree on a frame's age.
 3. Detect faces in every frame, crop them, classify all faces of the batch in one call.
 4. In one Lua script (atomic): ``XACK`` each frame and, only if this ack was the one that
    removed it from the pending list, ``XADD`` its result to the frame's reply stream; then
@@ -43,6 +46,10 @@ HEARTBEAT_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 5.0
 REPLY_TTL_S = 120
 """A reply stream nobody writes to for this long disappears (its producer is gone)."""
+BEAT_EXPIRE_S = 60.0
+"""A heartbeat older than this (a worker that died without saying so) is removed from the workers hash."""
+PRUNE_EVERY = 30
+"""Heartbeats between two sweeps of the workers hash for expired entries."""
 
 PUBLISH_AND_ACK = """
 local published = 0
@@ -100,6 +107,9 @@ class Worker:
         self.claim_idle_ms = claim_idle_ms or round(max(1.0, 2 * settings.max_frame_age) * 1000)
         self._publish = client.register_script(PUBLISH_AND_ACK)
         self.stopping = Event()
+        self.clock_offset = 0.0
+        """Redis's clock minus this host's, in seconds (measured at every heartbeat)."""
+        self._beats = 0
 
     def ensure_group(self) -> None:
         """Create the consumer group (and stream) if needed, from the stream's start."""
@@ -142,7 +152,7 @@ class Worker:
             self.metrics.frames_dropped.labels(reason="malformed").inc()
             log.warning("dropping malformed frame %s: %s", entry_id.decode(), err)
             return
-        if time.time() - frame.ts > self.settings.max_frame_age:
+        if self.redis_now() - int(entry_id.split(b"-", 1)[0]) / 1000 > self.settings.max_frame_age:
             self.metrics.frames_dropped.labels(reason=stale_reason).inc()
             return
         batch.frames.append(frame)
@@ -224,11 +234,33 @@ class Worker:
         pipe.ltrim(self.keys.face_sample, 0, self.settings.shadow_sample - 1)
         pipe.execute()
 
+    def redis_now(self) -> float:
+        """Now, by Redis's clock (seconds)."""
+        return time.time() + self.clock_offset
+
+    def sync_clock(self) -> None:
+        """Measure how far Redis's clock is from this host's (half a round trip of error at most)."""
+        before = time.time()
+        seconds, micros = self.redis.time()
+        self.clock_offset = seconds + micros / 1e6 - (before + time.time()) / 2
+
     def heartbeat(self) -> None:
-        """Register this worker (and its model version) in the workers hash; readers ignore stale entries."""
+        """Register this worker (and its model version) in the workers hash, stamped by Redis's clock;
+        now and then remove the entries of workers that stopped beating."""
+        self.sync_clock()
+        now = self.redis_now()
+        self._beats += 1
+        if self._beats % PRUNE_EVERY == 1:
+            expired = [
+                name
+                for name, raw in self.redis.hgetall(self.keys.workers).items()
+                if now - _beat_time(raw) > BEAT_EXPIRE_S
+            ]
+            if expired:
+                self.redis.hdel(self.keys.workers, *expired)
         beat = {
             "name": self.name,
-            "ts": time.time(),
+            "ts": now,
             "model_version": self.model.classifier.version,
             "metrics": self.metrics_address,
             "role": "worker",
@@ -300,3 +332,11 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def _beat_time(raw: bytes) -> float:
+    """A heartbeat's time; an unreadable entry counts as expired."""
+    try:
+        return float(json.loads(raw)["ts"])
+    except (ValueError, TypeError, KeyError):
+        return 0.0
