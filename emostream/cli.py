@@ -280,10 +280,14 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    with EmbeddedStack(settings, workers=args.workers or 0, gateway=True) as stack, ExitStack() as extras:
+    with (
+        EmbeddedStack(settings, workers=args.workers or 0, gateway=True, trainer=True) as stack,
+        ExitStack() as extras,
+    ):
+        workers = sum(name.startswith("worker-") for name in stack.children)
         print(
             f"emostream is up: open http://{settings.host}:{settings.port}/  (Redis {stack.settings.redis_url}, "
-            f"{len(stack.children) - 1} worker(s); Ctrl-C stops)",
+            f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
             flush=True,
         )
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host

@@ -101,6 +101,11 @@ class Settings:
     """The operator's consent switch: 1 stores users' label corrections (face crop + label), 0 stores nothing."""
     feedback_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "feedback")
     """Where corrections go, as ``<class>/`` folders a retraining job can include."""
+    data: Path = field(default_factory=lambda: _data_home(os.environ) / "fer2013")
+    """The dataset retraining jobs use unless they name one: a folder with ``train/`` and ``validation/``, or
+    FER2013's Kaggle CSV."""
+    data_roots: str = ""
+    """Comma-separated folders (or files) a retraining job may read data from (empty: ``data`` and ``feedback_dir``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -142,6 +147,11 @@ class Settings:
             raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
         if self.offer_rate < 0 or self.resend_after <= 0:
             raise ValueError("offer_rate must be >= 0 and resend_after positive")
+
+    def allowed_data(self) -> list[Path]:
+        """Where a retraining job may read data: ``data_roots``, or ``data`` and ``feedback_dir``."""
+        roots = [Path(r.strip()).expanduser() for r in self.data_roots.split(",") if r.strip()]
+        return [p.resolve() for p in roots or [self.data, self.feedback_dir]]
 
     def require_redis_url(self, why: str) -> str:
         """``redis_url``, or a clear error saying why this command needs a shared Redis."""

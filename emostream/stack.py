@@ -48,6 +48,8 @@ class EmbeddedStack:
     settings: Settings
     workers: int = 0
     gateway: bool = False
+    trainer: bool = False
+    """Also run ``emostream trainer`` (retraining jobs), at low CPU priority."""
     ready_timeout: float = 120.0
     redis_server: RedisServer | None = None
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -73,6 +75,8 @@ class EmbeddedStack:
             self._spawn(f"worker-{index}", "worker", "--threads", str(threads_per_worker(count)))
         if self.gateway:
             self._spawn("gateway", "gateway")
+        if self.trainer:
+            self._spawn("trainer", "trainer", "--nice", "10")
         self.wait_for_workers(count)
 
     def _spawn(self, name: str, *command: str) -> None:

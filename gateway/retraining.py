@@ -2,9 +2,11 @@
 
 Routes::
 
-    GET    /api/training-jobs               every job (queued, started, finished, failed, canceled), newest first
+    GET    /api/training-jobs               every job (queued, started, finished, failed, canceled), newest first,
+                                            and how many trainers are alive
     POST   /api/training-jobs               a retraining spec (fields of training.jobs.RetrainSpec, plus
-                                            "include_feedback": true to train on the feedback dataset too) -> 201
+                                            "include_feedback": true to train on the feedback dataset too) -> 201;
+                                            400 for data outside EMOSTREAM_DATA_ROOTS or missing, 503 with no trainer
     GET    /api/training-jobs/{id}          status, per-epoch progress and metrics, the resulting version
     DELETE /api/training-jobs/{id}          cancel (a running job stops within a second or two)
     GET    /api/models                      every version with its metrics, and which one is live
@@ -34,7 +36,17 @@ from model_store.card import model_card
 from model_store.errors import ModelStoreError, PromotionRefused, UnknownVersion
 from model_store.store import ModelStore
 from training.feedback import FeedbackStore
-from training.jobs import RetrainSpec, announce, cancel, describe, enqueue, list_jobs
+from training.jobs import (
+    NoTrainer,
+    RetrainSpec,
+    announce,
+    cancel,
+    check_data,
+    describe,
+    enqueue,
+    list_jobs,
+    offers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +69,9 @@ def _fits(value: Any, kind: Any) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
-def parse_spec(body: dict, settings: Settings) -> RetrainSpec:
-    """The spec in a request body; :class:`ApiError` 400 names the unknown or invalid field."""
+def parse_spec(body: dict, settings: Settings, live: list[dict]) -> RetrainSpec:
+    """The spec in a request body, checked against the ``live`` trainers' offers; :class:`ApiError`
+    400 names the unknown or invalid field, 503 says no trainer is alive."""
     body = dict(body)
     include_feedback = body.pop("include_feedback", False)
     if not isinstance(include_feedback, bool):
@@ -75,7 +88,12 @@ def parse_spec(body: dict, settings: Settings) -> RetrainSpec:
         if not sum(FeedbackStore(settings.feedback_dir).count().values()):
             raise ApiError(400, f"include_feedback: no feedback stored yet in {settings.feedback_dir}")
         spec.extra_train = [*spec.extra_train, str(settings.feedback_dir)]
-    return spec
+    try:
+        return check_data(spec, live)
+    except NoTrainer as err:
+        raise ApiError(503, str(err)) from None
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
 
 
 def _job(client: redis.Redis, job_id: str) -> dict:
@@ -94,14 +112,18 @@ def _cancel(client: redis.Redis, settings: Settings, job_id: str) -> dict:
 
 @routes.get("/api/training-jobs")
 async def jobs(request: web.Request) -> web.Response:
-    return web.json_response({"jobs": await asyncio.to_thread(list_jobs, request.app[SYNC_REDIS])})
+    client, settings = request.app[SYNC_REDIS], request.app[HUB].settings
+    listed, live = await asyncio.gather(
+        asyncio.to_thread(list_jobs, client), asyncio.to_thread(offers, client, settings)
+    )
+    return web.json_response({"jobs": listed, "trainers": len(live)})
 
 
 @routes.post("/api/training-jobs")
 async def start_job(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
-    spec = await asyncio.to_thread(parse_spec, await json_object(request), settings)
-    client = request.app[SYNC_REDIS]
+    body, client = await json_object(request), request.app[SYNC_REDIS]
+    spec = await asyncio.to_thread(lambda: parse_spec(body, settings, offers(client, settings)))
     job = await asyncio.to_thread(enqueue, client, spec)
     log.info("retraining job %s queued: %s", job.id, spec)
     return web.json_response(await asyncio.to_thread(describe, job), status=201)

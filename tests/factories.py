@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import cv2
 import keras
 import numpy as np
+import redis
 
+from emostream.config import Settings
 from emostream.labels import EMOTIONS
 from model_store import Manifest, ModelStore
 from model_store.store import new_version_id
+from training.jobs import offers
 
 REPO = Path(__file__).resolve().parent.parent
 FER_ROOT = REPO.parent / "shared" / "datasets" / "fer2013"
@@ -65,6 +69,13 @@ def trainer_process(env: dict[str, str]) -> Iterator[subprocess.Popen]:
         stderr=subprocess.PIPE,
     )
     try:
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        deadline = time.monotonic() + 120
+        while not offers(client, Settings()):  # registered, with what it can read: jobs may be queued now
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "the trainer never registered"
+            time.sleep(0.1)
+        client.close()
         yield process
     finally:
         process.terminate()

@@ -7,7 +7,9 @@ import urllib.request
 import redis
 from browser import BOX_COLOURED, VIDEO_STATE, chromium, open_page
 from clips import make_clip, validation_faces, write_y4m
+from factories import fer_dataset
 from gateway_helpers import AnsweringWorker, GatewayProcess, face
+from rq import Queue
 
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
@@ -16,6 +18,7 @@ from emostream.stack import EmbeddedStack
 from ingest.wire import Result
 from model_store import ModelStore
 from training.data import load_folder
+from training.jobs import QUEUE, Trainer
 
 
 def open_streams(url: str) -> list[dict]:
@@ -77,7 +80,11 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_FEEDBACK": "1",
         "EMOSTREAM_FEEDBACK_DIR": str(tmp_path / "feedback"),
+        "EMOSTREAM_DATA": str(fer_dataset(tmp_path / "fer", train_per_class=2, val_per_class=1)),
     }
+    # a trainer that registers and tells what it can read, but takes no job: the page's job stays queued
+    idle_trainer = Trainer([Queue(QUEUE, connection=redis.Redis.from_url(redis_server.url))])
+    idle_trainer.settings = Settings.from_env(env)
     with (
         GatewayProcess(redis_server.url, **env) as gateway,
         AnsweringWorker(redis_server.url, Settings().keys, [face(truth[0][0].box, "happy")]),
@@ -91,6 +98,11 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
         note = page.inner_text(".feedback-note")
         live_text = page.inner_text("#live-model")
         versions = page.locator("#versions tbody tr").count()
+        no_trainer = page.inner_text("#trainer-status")
+        start_disabled = page.is_disabled("#retrain-form button[type=submit]")
+        idle_trainer.register_birth()
+        idle_trainer.heartbeat()
+        page.wait_for_function("!document.querySelector('#retrain-form button[type=submit]').disabled")
         page.fill("#retrain-form [name=epochs]", "2")
         page.check("#retrain-form [name=include_feedback]")
         page.click("#retrain-form button[type=submit]")
@@ -103,6 +115,7 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
     assert note == "thanks: stored as sad"
     assert load_folder(tmp_path / "feedback").labels.tolist() == [EMOTIONS.index("sad")], "one face, labelled sad"
     assert live in live_text and versions == len(shipped)
+    assert "No trainer is running" in no_trainer and start_disabled
     assert job["spec"]["epochs"] == 2 and job["spec"]["extra_train"] == [str(tmp_path / "feedback")]
 
 

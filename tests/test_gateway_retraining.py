@@ -41,12 +41,13 @@ def tiny_fer(tmp_path_factory):
 
 
 @pytest.fixture
-def env(redis_server, tmp_path) -> dict[str, str]:
+def env(redis_server, tmp_path, tiny_fer) -> dict[str, str]:
     return {
         "REDIS_URL": redis_server.url,
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
         "EMOSTREAM_FEEDBACK_DIR": str(tmp_path / "feedback"),
+        "EMOSTREAM_DATA": str(tiny_fer),
     }
 
 
@@ -77,7 +78,7 @@ def loaded_tensorflow(pid: int) -> bool:
 def test_a_job_started_through_the_api_reports_progress_publishes_and_promotes(env, trainer, tiny_fer):
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     seeded = publish(store, accuracy=0.0, live=True)
-    spec = {"data": str(tiny_fer), "epochs": 1, "limit": 70}
+    spec = {"epochs": 1}  # nothing else: the data is the trainer's EMOSTREAM_DATA
     with GatewayProcess(env["REDIS_URL"], **env) as gateway:
         jobs = f"{gateway.url}/api/training-jobs"
         status, queued = call("POST", jobs, spec)
@@ -93,7 +94,11 @@ def test_a_job_started_through_the_api_reports_progress_publishes_and_promotes(e
         tensorflow = loaded_tensorflow(gateway.process.pid)
 
     # the trainer may already have taken it by the time the API describes it
-    assert queued["status"] in ("queued", "started") and queued["spec"]["epochs"] == 1 and queued["spec"]["limit"] == 70
+    assert (
+        queued["status"] in ("queued", "started")
+        and queued["spec"]["epochs"] == 1
+        and queued["spec"]["data"] == env["EMOSTREAM_DATA"]
+    )
     assert cancelled[0] == 200 and cancelled[1]["status"] == "canceled"
     assert progressed["progress"][0]["epoch"] == 1 and "val_accuracy" in progressed["progress"][0]
     assert finished["status"] == "finished", finished["error"]
@@ -145,7 +150,7 @@ def test_promotion_refusal_force_and_rollback(env):
     assert announced == [worse, better], "workers are told at once"
 
 
-def test_invalid_specs_and_unknown_jobs_are_refused_with_clear_messages(env):
+def test_invalid_specs_and_unknown_jobs_are_refused_with_clear_messages(env, trainer):
     with GatewayProcess(env["REDIS_URL"], **env) as gateway:
         jobs = f"{gateway.url}/api/training-jobs"
         answers = {
@@ -157,6 +162,8 @@ def test_invalid_specs_and_unknown_jobs_are_refused_with_clear_messages(env):
             "extra_train not a list": call("POST", jobs, {"extra_train": "dir"}),
             "not an object": call("POST", jobs, [1, 2]),
             "no feedback yet": call("POST", jobs, {"include_feedback": True}),
+            "data outside the roots": call("POST", jobs, {"data": "/etc", "epochs": 1}),
+            "extra_train outside the roots": call("POST", jobs, {"extra_train": ["/root"], "epochs": 1}),
         }
         unknown = call("GET", f"{jobs}/no-such-job"), call("DELETE", f"{jobs}/no-such-job")
         listed = call("GET", jobs)
@@ -166,5 +173,16 @@ def test_invalid_specs_and_unknown_jobs_are_refused_with_clear_messages(env):
     assert answers["wrong type"][1]["error"] == "epochs must be int, not '3'"
     assert "promotion must be one of" in answers["bad policy"][1]["error"]
     assert "no feedback stored yet" in answers["no feedback yet"][1]["error"]
+    assert "EMOSTREAM_DATA_ROOTS" in answers["data outside the roots"][1]["error"]
+    assert "EMOSTREAM_DATA_ROOTS" in answers["extra_train outside the roots"][1]["error"]
     assert [status for status, _ in unknown] == [404, 404]
-    assert listed == (200, {"jobs": []}), "nothing was queued"
+    assert listed == (200, {"jobs": [], "trainers": 1}), "nothing was queued"
+
+
+def test_with_no_trainer_alive_a_job_is_refused_and_the_listing_says_so(env):
+    with GatewayProcess(env["REDIS_URL"], **env) as gateway:
+        jobs = f"{gateway.url}/api/training-jobs"
+        refused = call("POST", jobs, {"epochs": 1})
+        listed = call("GET", jobs)
+    assert refused[0] == 503 and "no trainer is running" in refused[1]["error"]
+    assert listed == (200, {"jobs": [], "trainers": 0})

@@ -14,7 +14,7 @@ from factories import brightness, brightness_store, fer_dataset, publish_brightn
 from emostream.config import Settings
 from ingest.wire import Frame, Result
 from training.data import load_folder
-from training.jobs import announce
+from training.jobs import announce, offers
 from workers.classify import LiveModel
 from workers.haar import HaarDetector
 from workers.worker import Worker
@@ -26,11 +26,13 @@ def tiny_fer(tmp_path_factory):
 
 
 @pytest.fixture
-def trainer_env(redis_server, tmp_path):
+def trainer_env(redis_server, tmp_path, tiny_fer):
     env = {
         "REDIS_URL": redis_server.url,
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
+        "EMOSTREAM_DATA": str(tiny_fer),
+        "EMOSTREAM_DATA_ROOTS": f"{tiny_fer},{tmp_path / 'data'}",
     }
     with trainer_process(env):
         yield env
@@ -114,12 +116,34 @@ def redis_values_containing(client: redis.Redis, needle: bytes) -> list[bytes]:
 
 def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_env, tmp_path):
     store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
-    done = run_cli("retrain", "--data", str(tmp_path / "no-such-data"), "--epochs", "1", "--wait", env=trainer_env)
+    broken = fer_dataset(tmp_path / "data" / "broken", train_per_class=2, val_per_class=1)
+    (broken / "train" / "sad" / "x.png").write_bytes(b"garbage")  # found only once training reads it
+    client, deadline = redis.Redis.from_url(trainer_env["REDIS_URL"]), time.monotonic() + 60
+    while str(broken) not in offers(client, Settings())[0]["datasets"]:  # offered at the trainer's next heartbeat
+        assert time.monotonic() < deadline, "the trainer never offered the new dataset"
+        time.sleep(0.5)
+    done = run_cli("retrain", "--data", str(broken), "--epochs", "1", "--wait", env=trainer_env)
     assert done.returncode == 1
     view = json.loads(done.stdout.splitlines()[-1])
     assert view["status"] == "failed"
-    assert "no-such-data: no such file or directory" in view["error"]
+    assert "x.png: unreadable image" in view["error"]
     assert len(store.versions()) == 1
+
+
+def test_data_outside_the_allowed_roots_or_missing_is_refused_before_queueing(trainer_env, tmp_path):
+    for data, message in (
+        ("/etc", "outside the folders trainers may read (EMOSTREAM_DATA_ROOTS"),
+        (str(tmp_path / "data" / "nothing-here"), "no dataset at"),
+    ):
+        done = run_cli("retrain", "--data", data, "--epochs", "1", env=trainer_env)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not redis.Redis.from_url(trainer_env["REDIS_URL"]).keys("rq:job:*"), "nothing was queued"
+
+
+def test_with_no_trainer_alive_a_job_is_refused_with_the_reason(redis_server, tiny_fer, tmp_path):
+    env = {"REDIS_URL": redis_server.url, "EMOSTREAM_DATA": str(tiny_fer), "EMOSTREAM_MODEL_STORE": str(tmp_path)}
+    done = run_cli("retrain", "--epochs", "1", env=env)
+    assert done.returncode == 2 and "no trainer is running" in done.stderr
 
 
 def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fer):

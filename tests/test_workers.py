@@ -275,3 +275,17 @@ def test_worker_survives_a_redis_restart(redis_server, tmp_path):
     thread.join(15)
     assert [r.seq for r in answered][:1] == [1]
     assert not thread.is_alive()
+
+
+def test_heartbeats_of_workers_that_stopped_beating_expire(redis_client, tmp_path):
+    settings = Settings(model_store_root=tmp_path / "store")
+    brightness_store(settings.model_store_root)
+    keys = settings.keys
+    seconds, _ = redis_client.time()
+    redis_client.hset(keys.workers, "crashed", json.dumps({"name": "crashed", "ts": seconds - 3600}))
+    redis_client.hset(keys.workers, "garbled", b"not json")
+    redis_client.hset(keys.workers, "alive", json.dumps({"name": "alive", "ts": seconds - 2}))
+    worker = Worker(settings, redis_client, HaarDetector(320), LiveModel(settings.model_store()), name="me")
+    worker.ensure_group()
+    worker.heartbeat()
+    assert sorted(redis_client.hkeys(keys.workers)) == [b"alive", b"me"]

@@ -15,9 +15,13 @@ def _client(settings: Settings):
 
 
 def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
     from training.jobs import run_trainer
 
     _client(settings).ping()
+    if args.nice:
+        os.nice(args.nice)  # training yields the CPU to serving on a shared machine
     run_trainer(settings, burst=args.burst)
     return 0
 
@@ -47,7 +51,7 @@ def follow(client, job_id: str, epochs: int) -> dict:
 
 
 def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
-    from training.jobs import RetrainSpec, enqueue
+    from training.jobs import RetrainSpec, check_data, enqueue, offers
 
     spec = RetrainSpec(
         data=args.data,
@@ -61,7 +65,7 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         timeout_s=args.timeout,
     )
     client = _client(settings)
-    job = enqueue(client, spec)
+    job = enqueue(client, check_data(spec, offers(client, settings)))
     print(job.id)
     if not args.wait:
         return 0
@@ -88,10 +92,11 @@ def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trainer", help="run an RQ worker (non-forking) for retraining jobs")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)")
     p.set_defaults(func=_cmd_trainer)
 
     p = sub.add_parser("retrain", help="queue a retraining job (see `emostream trainer`)")
-    p.add_argument("--data", default="../shared/datasets/fer2013")
+    p.add_argument("--data", default="", help="dataset root or Kaggle CSV (default: the trainer's EMOSTREAM_DATA)")
     p.add_argument("--arch", default="emonet")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--limit", type=int, help="at most N images per split")

@@ -44,7 +44,8 @@ class JobCancelled(RuntimeError):
 class RetrainSpec:
     """What to train; the options of ``emostream train`` a user may set remotely."""
 
-    data: str = "../shared/datasets/fer2013"
+    data: str = ""
+    """The dataset (default: the trainer's ``EMOSTREAM_DATA``); it must lie under ``EMOSTREAM_DATA_ROOTS``."""
     architecture: str = "emonet"
     epochs: int = 30
     batch_size: int = 128
@@ -78,6 +79,80 @@ class RetrainSpec:
             raise ValueError(str(err)) from None
         spec.validate()
         return spec
+
+
+def find_datasets(roots: list[Path], depth: int = 2) -> list[str]:
+    """Datasets under ``roots`` (folders with ``train/``, or ``.csv`` files), at most ``depth`` levels down."""
+    found: list[str] = []
+    level = [root for root in roots if root.exists()]
+    for _ in range(depth + 1):
+        found += [str(p) for p in level if (p.is_dir() and (p / "train").is_dir()) or p.suffix == ".csv"]
+        level = [child for p in level if p.is_dir() for child in sorted(p.iterdir()) if child.name != "train"]
+    return found
+
+
+def offer(settings: Settings) -> dict:
+    """What a trainer tells enqueuers: its default dataset, the folders it may read and the datasets there."""
+    roots = settings.allowed_data()
+    return {"data": str(settings.data.resolve()), "roots": [str(r) for r in roots], "datasets": find_datasets(roots)}
+
+
+def check_data(spec: RetrainSpec, offers: list[dict]) -> RetrainSpec:
+    """``spec`` with its dataset filled in, once a live trainer can read every path it names.
+
+    ``offers`` are the live trainers' :func:`offer` s (the enqueuer need not see the data itself).
+    Raises ``ValueError`` naming the setting to change, so a bad path is refused when the job is
+    queued rather than failing later; with no trainer alive, says how to start one.
+    """
+    if not offers:
+        raise NoTrainer(
+            "no trainer is running, so a job would wait forever: start `emostream trainer` on a host "
+            "that has the dataset (`emostream up` runs one)"
+        )
+    named, spec.data = spec.data, spec.data or offers[0]["data"]
+    roots = sorted({Path(root) for o in offers for root in o["roots"]})
+    for path, kind in [(spec.data, "data"), *((extra, "extra_train") for extra in spec.extra_train)]:
+        resolved = Path(path).expanduser().resolve()
+        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+            raise ValueError(
+                f"{kind} {path!r} is outside the folders trainers may read "
+                f"(EMOSTREAM_DATA_ROOTS: {', '.join(map(str, roots))})"
+            )
+    if not any(str(Path(spec.data).expanduser().resolve()) in o["datasets"] for o in offers):
+        default = "" if named else " (the trainer's EMOSTREAM_DATA: see the README on getting FER2013)"
+        raise ValueError(
+            f"no dataset at {spec.data}{default}: a trainer expects train/ and validation/ folders or a Kaggle CSV"
+        )
+    return spec
+
+
+class NoTrainer(ValueError):
+    """No ``emostream trainer`` is alive to run a job."""
+
+
+def offers(client: redis.Redis, settings: Settings) -> list[dict]:
+    """The offers of every live trainer (each refreshes its own at every RQ heartbeat)."""
+    keys = list(client.scan_iter(f"{settings.key_prefix}:trainer:*"))
+    return [json.loads(raw) for raw in client.mget(keys) if raw] if keys else []
+
+
+OFFER_EVERY_S = 15
+"""A trainer's heartbeat (and offer) interval: a dataset added under a root is offered within this."""
+
+
+class Trainer(SimpleWorker):
+    """RQ's non-forking worker that, at every heartbeat, tells enqueuers which data it can read."""
+
+    settings: Settings
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        super().heartbeat(timeout, pipeline)
+        key = f"{self.settings.key_prefix}:trainer:{self.name}"
+        self.connection.set(key, json.dumps(offer(self.settings)), ex=max(60, (timeout or 0) + 30))
+
+    def register_death(self) -> None:
+        self.connection.delete(f"{self.settings.key_prefix}:trainer:{self.name}")
+        super().register_death()
 
 
 def cancel_key(settings: Settings, job_id: str) -> str:
@@ -196,6 +271,7 @@ def run_job(raw_spec: dict) -> dict:
     """
     spec = RetrainSpec.from_json(raw_spec)
     settings = Settings.from_env()
+    spec.data = spec.data or str(settings.data)
     env = dict(os.environ)
     job = get_current_job()
     job_id = job.id if job else f"local-{int(time.time())}"
@@ -287,4 +363,6 @@ def announce(client: redis.Redis, settings: Settings, version: str) -> None:
 def run_trainer(settings: Settings, burst: bool = False) -> None:
     """``emostream trainer``: a non-forking RQ worker on the training queue."""
     client = redis.Redis.from_url(settings.redis_url)
-    SimpleWorker([Queue(QUEUE, connection=client)], connection=client).work(burst=burst, with_scheduler=False)
+    trainer = Trainer([Queue(QUEUE, connection=client)], connection=client, worker_ttl=OFFER_EVERY_S + 15)
+    trainer.settings = settings
+    trainer.work(burst=burst, with_scheduler=False)

@@ -380,8 +380,12 @@ function jobItem(job) {
 }
 
 async function refreshJobs() {
-  const { jobs } = await fetchJson("/api/training-jobs");
+  const { jobs, trainers } = await fetchJson("/api/training-jobs");
   $("#jobs").replaceChildren(...jobs.map(jobItem));
+  $("#trainer-status").textContent = trainers
+    ? ""
+    : "No trainer is running, so a job would never start: run `emostream trainer` on a host with the dataset (`emostream up` runs one).";
+  $("#retrain-form button[type=submit]").disabled = !trainers;
 }
 
 async function refreshRetraining() {
