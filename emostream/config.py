@@ -5,6 +5,7 @@ Nothing below this module reads the environment: processes build a :class:`Setti
 """
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class Settings:
     """Offers one client address may make at once before ``offer_rate`` applies."""
     token: str = field(default="", repr=False)
     """Access token for the page, the API and offers; required when the gateway binds to a non-loopback address."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For / -Proto are believed."""
     cors_origins: str = ""
     """Comma-separated origins allowed to call the API from other sites (empty: no CORS headers at all)."""
     # workers
@@ -141,6 +144,11 @@ class Settings:
             raise ValueError("frame_width and detect_width must be at least 32 pixels")
         if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0 or self.track_refresh < 0:
             raise ValueError("batch_frames must be >= 1, batch_wait_ms, workers and track_refresh >= 0")
+        for proxy in filter(None, (p.strip() for p in self.trusted_proxies.split(","))):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"EMOSTREAM_TRUSTED_PROXIES: {proxy!r} is not an address or network") from None
         if self.detect_tiles < 0 or self.runtime not in ("auto", "litert", "keras"):
             raise ValueError("detect_tiles must be >= 0 and runtime one of auto, litert, keras")
         if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:

@@ -2,10 +2,12 @@
 
 With ``settings.token`` set, every route but :data:`OPEN_PATHS` needs it, as ``Authorization:
 Bearer <token>`` (API clients, offers) or the ``emostream_token`` cookie (the page). Opening
-``/?token=<token>`` once sets the cookie (HttpOnly, SameSite=Strict) and redirects to the same
-URL without the token, so it stays out of the address bar, history and logs. Tokens are
-compared in constant time. A gateway reachable from other machines refuses to start without
-one (:func:`check_exposure`).
+``/?token=<token>`` once sets the cookie (HttpOnly, SameSite=Strict, Secure when the browser came
+over https, directly or through a trusted proxy) and redirects to the same URL without the token,
+so it stays out of the address bar, history and logs. Tokens are compared in constant time. A
+gateway reachable from other machines refuses to start without one (:func:`check_exposure`).
+Behind a reverse proxy (``EMOSTREAM_TRUSTED_PROXIES``) the client address used for limits comes
+from ``X-Forwarded-For``, and only when the peer is one of those proxies.
 """
 
 import hmac
@@ -21,6 +23,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/targets"})
 """Routes for probes and monitoring, open even with a token: they carry no personal data
 (no stream or user ids, no frames) and Prometheus and the kubelet scrape them without one."""
 CORS_METHODS = "GET, POST, DELETE"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CORS_HEADERS = "Authorization, Content-Type"
 
 
@@ -43,6 +46,40 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
+def trusted_networks(settings: Settings) -> list[Network]:
+    return [ipaddress.ip_network(p.strip(), strict=False) for p in settings.trusted_proxies.split(",") if p.strip()]
+
+
+def _within(address: str, networks: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(request: web.Request, trusted: list[Network]) -> str:
+    """The client's address for limits: the peer's, unless the peer is a trusted proxy, then the
+    right-most ``X-Forwarded-For`` address that is not one of the trusted proxies (a client can
+    prepend anything to the header, but not what the proxies append)."""
+    peer = request.remote or ""
+    if not _within(peer, trusted):
+        return peer
+    forwarded = [a.strip() for h in request.headers.getall("X-Forwarded-For", []) for a in h.split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if not _within(address, trusted):
+            return address
+    return forwarded[0] if forwarded else peer
+
+
+def came_over_https(request: web.Request, trusted: list[Network]) -> bool:
+    """Whether the browser's connection was TLS: here, or at a trusted proxy that says so."""
+    if request.secure:
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto == "https" and _within(request.remote or "", trusted)
+
+
 def _matches(given: str | None, token: bytes) -> bool:
     if not given:
         return False
@@ -57,6 +94,7 @@ def _bearer(request: web.Request) -> str | None:
 def token_middleware(settings: Settings):
     """Require ``settings.token`` (see the module documentation)."""
     token = settings.token.encode()
+    trusted = trusted_networks(settings)
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -69,7 +107,12 @@ def token_middleware(settings: Settings):
             del query["token"]
             response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(query))})
             response.set_cookie(
-                TOKEN_COOKIE, settings.token, httponly=True, samesite="Strict", path="/", secure=request.secure
+                TOKEN_COOKIE,
+                settings.token,
+                httponly=True,
+                samesite="Strict",
+                path="/",
+                secure=came_over_https(request, trusted),
             )
             return response
         if _matches(_bearer(request), token) or _matches(request.cookies.get(TOKEN_COOKIE), token):

@@ -118,7 +118,7 @@ async def config(request: web.Request) -> web.Response:
 
 async def offer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    client = request.remote or ""
+    client = access.client_address(request, access.trusted_networks(hub.settings))
     wait = hub.offers.acquire(client)
     if wait:
         raise ApiError(429, "too many offers: try again later", headers={"Retry-After": str(math.ceil(wait))})

@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 from gateway_helpers import REPO, run, serving
 from test_gateway_http import call, settings_for
+
+from emostream.config import Settings
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -113,3 +116,33 @@ def test_the_gateway_refuses_to_listen_beyond_loopback_without_a_token(redis_ser
             timeout=120,
         )
         assert done.returncode == 2 and "set EMOSTREAM_TOKEN" in done.stderr, (command, done.stderr)
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(redis_server):
+    """Limits use X-Forwarded-For and the cookie's Secure flag X-Forwarded-Proto, from a trusted peer only."""
+
+    async def offers_from(settings, forwarded_for: list[str]) -> list[int]:
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            return [
+                (await call(http, "POST", f"{served.url}/api/offer", data=b"{", headers={"X-Forwarded-For": xff}))[0]
+                for xff in forwarded_for
+            ]
+
+    async def cookie(settings) -> str:
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            headers = {"X-Forwarded-Proto": "https"}
+            async with http.get(f"{served.url}/?token={TOKEN}", headers=headers, allow_redirects=False) as response:
+                return response.headers["Set-Cookie"]
+
+    one_offer = {"offer_rate": 1, "offer_burst": 1}
+    behind = settings_for(redis_server, trusted_proxies="127.0.0.0/8", **one_offer)
+    exposed = settings_for(redis_server, **one_offer)
+    # behind the proxy: two clients get an offer each; a client's own X-Forwarded-For entry is not believed
+    assert run(offers_from(behind, ["203.0.113.7", "203.0.113.8", "203.0.113.8"])) == [400, 400, 429]
+    assert run(offers_from(behind, ["198.51.100.1, 203.0.113.9", "198.51.100.2, 203.0.113.9"])) == [400, 429]
+    # not behind a trusted proxy: the header is anyone's to write, so every offer is the peer's
+    assert run(offers_from(exposed, ["203.0.113.7", "203.0.113.8"])) == [400, 429]
+    assert "Secure" in run(cookie(settings_for(redis_server, token=TOKEN, trusted_proxies="127.0.0.1")))
+    assert "Secure" not in run(cookie(settings_for(redis_server, token=TOKEN)))
+    with pytest.raises(ValueError, match="EMOSTREAM_TRUSTED_PROXIES: 'proxy.local' is not an address"):
+        Settings.from_env({"EMOSTREAM_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"})
