@@ -144,5 +144,5 @@ def test_forwarded_headers_count_only_from_trusted_proxies(redis_server):
     assert run(offers_from(exposed, ["203.0.113.7", "203.0.113.8"])) == [400, 429]
     assert "Secure" in run(cookie(settings_for(redis_server, token=TOKEN, trusted_proxies="127.0.0.1")))
     assert "Secure" not in run(cookie(settings_for(redis_server, token=TOKEN)))
-    with pytest.raises(ValueError, match="EMOSTREAM_TRUSTED_PROXIES: 'proxy.local' is not an address"):
+    with pytest.raises(ValueError, match=r"EMOSTREAM_TRUSTED_PROXIES: 'proxy\.local' is not an address"):
         Settings.from_env({"EMOSTREAM_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"})
