@@ -66,7 +66,9 @@ class Settings:
     offer_burst: int = 10
     """Offers one client address may make at once before ``offer_rate`` applies."""
     token: str = field(default="", repr=False)
-    """Access token for the page, the API and offers; required when the gateway binds to a non-loopback address."""
+    """Camera token: the page, offers and one's own streams; required when the gateway binds beyond loopback."""
+    admin_token: str = field(default="", repr=False)
+    """Operator token: also models, retraining, the stream listing (with no token at all, everyone is operator)."""
     trusted_proxies: str = ""
     """Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For / -Proto are believed."""
     cors_origins: str = ""

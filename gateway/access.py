@@ -1,7 +1,12 @@
-"""Who may use the gateway: the access token, the page's token cookie, and CORS (closed unless configured).
+"""Who may use the gateway: tokens and roles, the page's token cookie, and CORS (closed unless configured).
 
-With ``settings.token`` set, every route but :data:`OPEN_PATHS` needs it, as ``Authorization:
-Bearer <token>`` (API clients, offers) or the ``emostream_token`` cookie (the page). Opening
+Two roles. A *camera user* (``EMOSTREAM_TOKEN``) opens the page, makes offers and closes or sends
+feedback on their own streams, each proven by the stream's key from the offer's answer
+(``X-Stream-Key``). An *operator* (``EMOSTREAM_ADMIN_TOKEN``) may also list every stream, manage
+models and retraining (:func:`operator_only`). With neither token set everyone is an operator (a
+loopback-only gateway of one user); with only the camera token set the operator routes are closed.
+Every route but :data:`OPEN_PATHS` needs a token when one is set, as ``Authorization: Bearer
+<token>`` (API clients, offers) or the ``emostream_token`` cookie (the page). Opening
 ``/?token=<token>`` once sets the cookie (HttpOnly, SameSite=Strict, Secure when the browser came
 over https, directly or through a trusted proxy) and redirects to the same URL without the token,
 so it stays out of the address bar, history and logs. Tokens are compared in constant time. A
@@ -91,39 +96,74 @@ def _bearer(request: web.Request) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def token_middleware(settings: Settings):
-    """Require ``settings.token`` (see the module documentation)."""
-    token = settings.token.encode()
+OPERATOR = "operator"
+CAMERA = "camera"
+
+
+def operator_only(request: web.Request) -> bool:
+    """Models, retraining and the list of every stream: an operator's, not a camera user's."""
+    path = request.path
+    if path.startswith("/api/training-jobs") or path == "/api/streams":
+        return True
+    return path.startswith("/api/models") and not path.endswith("/card")
+
+
+def role_of(settings: Settings, given: str | None) -> str | None:
+    """Operator, camera, or None (no valid token) for a request carrying the token ``given``."""
+    if not settings.token and not settings.admin_token:
+        return OPERATOR  # nothing configured: one user on a loopback-only gateway
+    if settings.admin_token and _matches(given, settings.admin_token.encode()):
+        return OPERATOR
+    if not settings.token or _matches(given, settings.token.encode()):
+        return CAMERA
+    return None
+
+
+def access_middleware(settings: Settings):
+    """Tokens and roles (see the module documentation); the role is left in ``request["role"]``."""
     trusted = trusted_networks(settings)
 
     @web.middleware
-    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
         if request.path == "/" and "token" in request.query:
-            if not _matches(request.query["token"], token):
+            given = request.query["token"]
+            if role_of(settings, given) is None or not (settings.token or settings.admin_token):
                 raise ApiError(401, "wrong token")
             query = request.query.copy()
             del query["token"]
             response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(query))})
-            response.set_cookie(
-                TOKEN_COOKIE,
-                settings.token,
-                httponly=True,
-                samesite="Strict",
-                path="/",
-                secure=came_over_https(request, trusted),
-            )
+            secure = came_over_https(request, trusted)
+            response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="Strict", path="/", secure=secure)
             return response
-        if _matches(_bearer(request), token) or _matches(request.cookies.get(TOKEN_COOKIE), token):
-            return await handler(request)
-        raise ApiError(
-            401,
-            "a token is required: open /?token=TOKEN once in the browser, or send Authorization: Bearer TOKEN",
-            headers={"WWW-Authenticate": 'Bearer realm="emostream"'},
-        )
+        roles = {role_of(settings, _bearer(request)), role_of(settings, request.cookies.get(TOKEN_COOKIE))}
+        role = OPERATOR if OPERATOR in roles else CAMERA if CAMERA in roles else None
+        if role is None:
+            raise ApiError(
+                401,
+                "a token is required: open /?token=TOKEN once in the browser, or send Authorization: Bearer TOKEN",
+                headers={"WWW-Authenticate": 'Bearer realm="emostream"'},
+            )
+        if operator_only(request) and role != OPERATOR:
+            raise ApiError(
+                403,
+                "operator rights needed: send the operator token (EMOSTREAM_ADMIN_TOKEN)"
+                if settings.admin_token
+                else "operator routes are closed: set EMOSTREAM_ADMIN_TOKEN on the gateway",
+            )
+        request["role"] = role
+        return await handler(request)
 
-    return require_token
+    return check_access
+
+
+def check_stream_key(request: web.Request, key: str) -> None:
+    """A camera user acts on a stream only with its key (``X-Stream-Key``, from the offer's answer)."""
+    if request.get("role") == OPERATOR:
+        return
+    if not _matches(request.headers.get("X-Stream-Key"), key.encode()):
+        raise ApiError(403, "this stream's key is required (X-Stream-Key, from the offer's answer)")
 
 
 def cors_middleware(settings: Settings):

@@ -112,6 +112,7 @@ async def config(request: web.Request) -> web.Response:
             "sample_fps": settings.sample_fps,
             "result_max_age": settings.result_max_age,
             "feedback": bool(settings.feedback),
+            "operator": request.get("role") == access.OPERATOR,
         }
     )
 
@@ -137,7 +138,7 @@ async def offer(request: web.Request) -> web.Response:
         raise ApiError(400, str(err)) from None
     except TimeoutError:
         raise ApiError(504, "timed out answering the offer") from None
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": session.stream})
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": session.stream, "key": session.key})
 
 
 async def openapi(request: web.Request) -> web.FileResponse:
@@ -153,6 +154,7 @@ async def close_stream(request: web.Request) -> web.Response:
     session = request.app[HUB].sessions.get(request.match_info["stream"])
     if session is None:
         raise ApiError(404, "no such stream")
+    access.check_stream_key(request, session.key)
     await session.close()
     return web.json_response({"closed": session.stream})
 
@@ -225,8 +227,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
         sync.close()
 
     middlewares = [json_errors]
-    if settings.token:
-        middlewares.append(access.token_middleware(settings))
+    middlewares.append(access.access_middleware(settings))
     if settings.cors_origins.strip():
         middlewares.insert(0, access.cors_middleware(settings))
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)

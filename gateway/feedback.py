@@ -20,6 +20,7 @@ import numpy as np
 from aiohttp import web
 
 from emostream.labels import EMOTIONS
+from gateway import access
 from gateway.api import HUB, ApiError, json_object
 from gateway.sampler import FRAMES_KEPT
 from ingest.wire import Frame
@@ -93,6 +94,8 @@ async def feedback(request: web.Request) -> web.Response:
         raise ApiError(403, OFF)
     correction = Correction.parse(await json_object(request))
     session = hub.sessions.get(correction.stream)
+    if session is not None:
+        access.check_stream_key(request, session.key)
     fields = session.sampler.recent.get(correction.seq) if session and session.sampler else None
     if fields is None:
         raise ApiError(

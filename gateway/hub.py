@@ -2,8 +2,8 @@
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import secrets
 import uuid
 
 import redis.asyncio as aioredis
@@ -50,7 +50,6 @@ class Hub:
         self.offers = ClientRateLimiter(settings.offer_rate, settings.offer_burst)
         """Offers per client address (``POST /api/offer`` asks it first)."""
         self.reader = ResultReader(redis, self.reply, self.deliver, self.metrics)
-        self._numbers = itertools.count(1)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
@@ -78,7 +77,7 @@ class Hub:
         limit = self.settings.max_streams_per_client
         if sum(s.client == client for s in self.sessions.values()) >= limit:
             raise ClientLimit(f"a client may have at most {limit} streams open")
-        stream = f"{self.id}-{next(self._numbers)}"
+        stream = f"{self.id}-{secrets.token_hex(8)}"  # unguessable: another client cannot name it
         session = Session(stream, self.reply, self.settings, self.redis, self.metrics, self._closed, client)
         self.sessions[session.stream] = session
         self.metrics.active_streams.set(len(self.sessions))

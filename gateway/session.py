@@ -12,6 +12,7 @@ camera track ends or stays silent, the browser asks (``DELETE``), or the gateway
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
@@ -66,6 +67,8 @@ class Session:
         client: str = "",
     ) -> None:
         self.stream = stream
+        self.key = secrets.token_urlsafe(24)
+        """Proves a camera user owns this stream (closing it, feedback on it): given only in the offer's answer."""
         self.client = client
         """The address the offer came from (streams per client are limited)."""
         self.reply = reply

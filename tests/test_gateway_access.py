@@ -2,13 +2,14 @@
 to listen beyond loopback without a token."""
 
 import os
+import re
 import subprocess
 import sys
 
 import aiohttp
 import pytest
 from gateway_helpers import REPO, run, serving
-from test_gateway_http import call, settings_for
+from test_gateway_http import call, settings_for, video_offer
 
 from emostream.config import Settings
 
@@ -50,7 +51,7 @@ def test_every_route_but_health_and_metrics_needs_the_token(redis_server):
         "offer": 401,
         "wrong token": 401,
         "prefix of it": 401,
-        "with token": 200,
+        "with token": 403,  # the stream listing is an operator's, and no operator token is set
         "offer with token": 400,
     }
     assert "token" in answers["streams"][2]["error"] and answers["streams"][1] == "application/json"
@@ -146,3 +147,77 @@ def test_forwarded_headers_count_only_from_trusted_proxies(redis_server):
     assert "Secure" not in run(cookie(settings_for(redis_server, token=TOKEN)))
     with pytest.raises(ValueError, match=r"EMOSTREAM_TRUSTED_PROXIES: 'proxy\.local' is not an address"):
         Settings.from_env({"EMOSTREAM_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"})
+
+
+ADMIN = "0perator-token-for-tests"
+
+
+def test_camera_users_reach_their_own_streams_and_operators_everything(redis_server):
+    async def scenario():
+        settings = settings_for(redis_server, token=TOKEN, admin_token=ADMIN, feedback=1)
+        camera, operator = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN}"}
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            base = served.url
+
+            async def as_(who: dict, method: str, path: str, **kwargs) -> int:
+                return (await call(http, method, f"{base}{path}", headers=who, **kwargs))[0]
+
+            rights = {
+                who: {
+                    "config": (await call(http, "GET", f"{base}/api/config", headers=headers))[2]["operator"],
+                    "models": await as_(headers, "GET", "/api/models"),
+                    "promote": await as_(headers, "POST", "/api/models/nope/promote", json={}),
+                    "rollback": await as_(headers, "POST", "/api/models/rollback"),
+                    "jobs": await as_(headers, "GET", "/api/training-jobs"),
+                    "retrain": await as_(headers, "POST", "/api/training-jobs", json={"epochs": 1}),
+                    "streams": await as_(headers, "GET", "/api/streams"),
+                    "card": await as_(headers, "GET", "/api/models/live/card"),
+                }
+                for who, headers in (("camera", camera), ("operator", operator))
+            }
+            streams = []
+            for _ in range(2):
+                offer = {"sdp": await video_offer(), "type": "offer"}
+                status, _, answer = await call(http, "POST", f"{base}/api/offer", json=offer, headers=camera)
+                assert status == 200, answer
+                streams.append(answer)
+            mine, theirs = streams
+            correction = {"seq": 0, "box": [0, 0, 10, 10], "label": "sad", "predicted": "happy", "model_version": "v"}
+            feedback = {
+                "no key": await as_(camera, "POST", "/api/feedback", json={**correction, "stream": mine["stream"]}),
+                "their key": await as_(
+                    {**camera, "X-Stream-Key": theirs["key"]},
+                    "POST",
+                    "/api/feedback",
+                    json={**correction, "stream": mine["stream"]},
+                ),
+            }
+            url = f"/api/streams/{mine['stream']}"
+            deletes = {
+                "no key": await as_(camera, "DELETE", url),
+                "their key": await as_({**camera, "X-Stream-Key": theirs["key"]}, "DELETE", url),
+                "own key": await as_({**camera, "X-Stream-Key": mine["key"]}, "DELETE", url),
+                "operator, no key": await as_(operator, "DELETE", f"/api/streams/{theirs['stream']}"),
+            }
+            return rights, streams, feedback, deletes, served.hub.id, list(served.hub.sessions)
+
+    rights, streams, feedback, deletes, gateway, left = run(scenario())
+    assert rights["camera"] == {
+        "config": False,
+        "models": 403,
+        "promote": 403,
+        "rollback": 403,
+        "jobs": 403,
+        "retrain": 403,
+        "streams": 403,
+        "card": 200,
+    }
+    assert rights["operator"]["config"] is True
+    assert rights["operator"]["models"] == rights["operator"]["streams"] == rights["operator"]["jobs"] == 200
+    assert rights["operator"]["promote"] == 404 and rights["operator"]["retrain"] == 503  # allowed, then judged
+    for answer in streams:  # unguessable ids, and a key only the offer's answer carries
+        assert re.fullmatch(rf"{gateway}-[0-9a-f]{{16}}", answer["stream"]) and len(answer["key"]) >= 32
+    assert streams[0]["key"] != streams[1]["key"]
+    assert feedback == {"no key": 403, "their key": 403}
+    assert deletes == {"no key": 403, "their key": 403, "own key": 200, "operator, no key": 200}
+    assert left == []

@@ -145,3 +145,20 @@ def test_the_page_reconnects_by_itself_when_the_gateway_restarts(tmp_path):
     assert camera["status"] == "connected" and camera["stream"] != before, "a new stream on the new gateway"
     assert camera["stream"].split("-")[1] != before.split("-")[1], "answered by another gateway process"
     assert "reconnecting in" in waiting, "the page shows that it is reconnecting"
+
+
+def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tmp_path):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    env |= {"EMOSTREAM_TOKEN": "cam-tok", "EMOSTREAM_ADMIN_TOKEN": "op-tok"}
+    hidden = {}
+    with GatewayProcess(redis_server.url, **env) as gateway, chromium(clip) as browser:
+        for who, token in (("camera user", "cam-tok"), ("operator", "op-tok")):
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{gateway.url}/?token={token}")
+            page.wait_for_function("window.emostream && window.emostream.ready")
+            hidden[who] = page.evaluate("document.querySelector('#retraining').hidden")
+            context.close()
+    assert hidden == {"camera user": True, "operator": False}

@@ -129,6 +129,7 @@ class Camera {
       });
       if (this.pc !== pc) return; // stopped meanwhile
       this.stream = answer.stream;
+      this.key = answer.key; // proves this page owns the stream (closing it, feedback on it)
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       this.setStatus(pc.connectionState);
     } catch (error) {
@@ -153,7 +154,9 @@ class Camera {
     if (this.pc) this.pc.close();
     if (this.stream) {
       const url = `/api/streams/${encodeURIComponent(this.stream)}`;
-      fetch(url, { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+      fetch(url, { method: "DELETE", credentials: "same-origin", headers: { "X-Stream-Key": this.key } }).catch(
+        () => {},
+      );
     }
     this.pc = this.stream = null;
     this.video.srcObject = null;
@@ -263,11 +266,11 @@ class Camera {
       const response = await fetch("/api/feedback", {
         method: "POST",
         credentials: "same-origin",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", "X-Stream-Key": this.key },
         body: JSON.stringify(body),
       });
       const answer = await response.json();
-      if (response.status === 403) note.textContent = "feedback capture is off";
+      if (response.status === 403 && !emostream.config.feedback) note.textContent = "feedback capture is off";
       else if (!response.ok) note.textContent = `not stored: ${answer.error}`;
       else note.textContent = `thanks: stored as ${answer.label}`;
     } catch (error) {
@@ -418,6 +421,15 @@ async function startJob(event) {
   await refreshRetraining();
 }
 
+async function startRetraining() {
+  $("#retrain-form").onsubmit = startJob;
+  const rollback = button("Roll back", "rollback", () => fetchJson("/api/models/rollback", { method: "POST" }));
+  rollback.id = "rollback";
+  $("#rollback").replaceWith(rollback);
+  await refreshRetraining();
+  setInterval(refreshRetraining, RETRAINING_POLL_MS);
+}
+
 function addCamera(deviceId) {
   const select = $("#devices");
   const option = [...select.options].find((o) => o.value === deviceId);
@@ -440,12 +452,9 @@ async function main() {
   $("#start-all").onclick = () => emostream.cameras.forEach((camera) => camera.start());
   $("#stop-all").onclick = () => emostream.cameras.forEach((camera) => camera.stop());
   window.addEventListener("pagehide", () => emostream.cameras.forEach((camera) => camera.stop()));
-  $("#retrain-form").onsubmit = startJob;
-  const rollback = button("Roll back", "rollback", () => fetchJson("/api/models/rollback", { method: "POST" }));
-  rollback.id = "rollback";
-  $("#rollback").replaceWith(rollback);
-  await refreshRetraining();
-  setInterval(refreshRetraining, RETRAINING_POLL_MS);
+  // models and retraining are an operator's (EMOSTREAM_ADMIN_TOKEN): a camera user does not see them
+  if (emostream.config.operator) await startRetraining();
+  else $("#retraining").hidden = true;
   emostream.ready = true;
   if (new URLSearchParams(location.search).get("autostart") === "1") addCamera("").start();
 }
