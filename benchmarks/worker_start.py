@@ -9,54 +9,25 @@ pays on every scale-up.
 """
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from processes import ready_worker
 
 from emostream.redis_server import RedisServer
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def start(runtime: str, redis_url: str, store: str) -> dict:
-    env = {**os.environ, "REDIS_URL": redis_url, "EMOSTREAM_MODEL_STORE": store, "EMOSTREAM_RUNTIME": runtime}
-    started = time.perf_counter()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "emostream.cli", "worker", "--threads", "1"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        address = None
-        while address is None:
-            line = worker.stderr.readline()
-            if not line:
-                raise RuntimeError(f"worker ({runtime}) exited before serving its status")
-            if "metrics on http://" in line:
-                address = line.split("http://", 1)[1].split("/", 1)[0]
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.02)
-        seconds = time.perf_counter() - started
+    env = {"REDIS_URL": redis_url, "EMOSTREAM_MODEL_STORE": store, "EMOSTREAM_RUNTIME": runtime}
+    with ready_worker(env) as (worker, seconds):
         status = Path(f"/proc/{worker.pid}/status").read_text()
         rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
         tensorflow = "tensorflow" in Path(f"/proc/{worker.pid}/maps").read_text()
-        return {"seconds": seconds, "rss": rss, "tensorflow": tensorflow}
-    finally:
-        worker.terminate()
-        worker.wait(30)
-        worker.stderr.close()
+    return {"seconds": seconds, "rss": rss, "tensorflow": tensorflow}
 
 
 def main() -> None:

@@ -4,8 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import keras
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 from clips import validation_faces
 from factories import REPO, brightness_store, publish_brightness
+from processes import ready_worker
 
 from emostream.labels import EMOTIONS
 from model_store import CorruptVersion, ModelStore
@@ -123,41 +122,11 @@ def test_expected_calibration_error_by_hand():
 
 
 def test_a_worker_process_loads_no_tensorflow_and_gets_ready(redis_server, tmp_path):
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
-        "EMOSTREAM_METRICS_PORT": "0",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "emostream.cli", "worker", "--threads", "1"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        address = None
-        deadline = time.monotonic() + 120
-        while address is None and time.monotonic() < deadline:
-            line = worker.stderr.readline()
-            if "metrics on http://" in line:
-                address = line.split("http://", 1)[1].split("/", 1)[0]
-        assert address, "the worker never served its status"
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
+    env = {"REDIS_URL": redis_server.url, "EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    with ready_worker(env) as (worker, _):
         maps = Path(f"/proc/{worker.pid}/maps").read_text().lower()
-        assert "tensorflow" not in maps and "libtensorflow" not in maps
-        assert "litert" in maps or "tflite" in maps or "ai_edge_litert" in maps
-    finally:
-        worker.terminate()
-        worker.wait(30)
-        worker.stderr.close()
+    assert "tensorflow" not in maps and "libtensorflow" not in maps
+    assert "litert" in maps or "tflite" in maps or "ai_edge_litert" in maps
 
 
 def test_serving_modules_import_no_tensorflow(tmp_path):

@@ -48,7 +48,9 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
     return layers.Activation("relu")(x)
 
 
-def emonet(widths: tuple[int, ...] = (32, 48, 96, 192), convs: tuple[int, ...] = (1, 2, 2, 2)) -> keras.Model:
+def emonet(
+    widths: tuple[int, ...] = (32, 48, 96, 192), convs: tuple[int, ...] = (1, 2, 2, 2), name: str = "emonet"
+) -> keras.Model:
     """A compact VGG-style CNN sized for CPU training and >1,000 faces/s inference.
 
     One stage per scale (48, 24, 12, 6 pixels); a thin stem at full resolution, the
@@ -63,10 +65,19 @@ def emonet(widths: tuple[int, ...] = (32, 48, 96, 192), convs: tuple[int, ...] =
             x = _conv_bn_relu(x, filters)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.4)(x)
-    return keras.Model(inputs, _head(x), name="emonet")
+    return keras.Model(inputs, _head(x), name=name)
 
 
-ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {"tutorial": tutorial, "emonet": emonet}
+def emonet_wide() -> keras.Model:
+    """``emonet`` with wider stages (40, 64, 128, 256): about 99M multiply-adds per face."""
+    return emonet(widths=(40, 64, 128, 256), name="emonet_wide")
+
+
+ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
+    "tutorial": tutorial,
+    "emonet": emonet,
+    "emonet_wide": emonet_wide,
+}
 
 
 def build(name: str) -> keras.Model:
