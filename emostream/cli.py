@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+import redis
+
 from emostream import logs
 from emostream.config import Settings
 from gateway.command import add_parser as add_gateway
@@ -274,9 +276,11 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     from emostream.stack import EmbeddedStack
     from gateway.access import check_exposure
+    from gateway.command import check_port
 
     settings = settings.replace(host=args.host, port=args.port)
     check_exposure(settings)  # before starting anything
+    check_port(settings)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -308,9 +312,10 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             stack.children["prometheus"] = prometheus
             print(f"Prometheus: http://127.0.0.1:{args.prometheus}/", flush=True)
         while not stopping.wait(1.0):
-            dead = stack.dead_children()
-            if dead:
-                print(f"emostream up: error: {', '.join(dead)} exited; stopping", file=sys.stderr)
+            try:
+                stack.supervise()
+            except RuntimeError as err:
+                print(f"emostream up: error: {err}; stopping", file=sys.stderr)
                 return 1
     return 0
 
@@ -359,6 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, settings)
     except (ValueError, OSError, LookupError, ModelStoreError) as err:
         print(f"emostream {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (redis.ConnectionError, redis.TimeoutError) as err:
+        where = f"REDIS_URL={settings.redis_url}" if settings.redis_url else "Redis"
+        print(
+            f"emostream {args.command}: error: cannot reach {where} ({err}): start it or fix REDIS_URL "
+            "(`emostream up` runs its own when REDIS_URL is unset)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -21,6 +21,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+THIRD_PARTY = ("aioice", "aiortc", "rq", "tensorflow", "absl", "h5py", "matplotlib", "PIL")
+"""Libraries whose INFO lines (ICE candidates, RQ's job chatter) drown ours: WARNING unless debugging."""
+
+
 def setup(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -28,3 +32,5 @@ def setup(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

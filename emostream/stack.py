@@ -1,8 +1,10 @@
 """The embedded stack for one machine: a private redis-server (unless REDIS_URL is set),
-worker processes and, for ``emostream up``, the gateway; stopped together.
+worker processes and, for ``emostream up``, the gateway and a trainer; stopped together.
 
 Children are separate processes started with ``python -m emostream.cli`` (never forked
 from a process that imported TensorFlow) and configured through ``Settings.to_env()``.
+:meth:`EmbeddedStack.supervise` restarts a child that dies, with backoff; shutdown stops the
+gateway first (it drains its streams), then workers and trainer, then Redis, each bounded.
 """
 
 import json
@@ -23,6 +25,12 @@ log = logging.getLogger(__name__)
 
 
 MAX_DEFAULT_WORKERS = 8
+RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
+"""Backoff between restarts of a child that keeps dying (doubling)."""
+STABLE_S = 60.0
+"""A child that ran this long is healthy again: its next death restarts it at once."""
+GIVE_UP = 5
+"""Deaths in a row, each within STABLE_S of its start, after which the stack stops with the reason."""
 
 
 def default_worker_count(cores: int | None = None) -> tuple[int, int]:
@@ -53,6 +61,12 @@ class EmbeddedStack:
     ready_timeout: float = 120.0
     redis_server: RedisServer | None = None
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    """Restarts of each child so far."""
+    _failures: dict[str, int] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
 
     def __enter__(self) -> "EmbeddedStack":
         try:
@@ -81,7 +95,34 @@ class EmbeddedStack:
 
     def _spawn(self, name: str, *command: str) -> None:
         env = {**os.environ, **self.settings.to_env()}
+        self.commands[name] = command
+        self._started_at[name] = time.monotonic()
         self.children[name] = subprocess.Popen([sys.executable, "-m", "emostream.cli", *command], env=env)
+
+    def supervise(self) -> None:
+        """Restart dead children (call every second or so), with backoff while one keeps dying.
+
+        Raises ``RuntimeError`` with the reason when a child died :data:`GIVE_UP` times in a row,
+        each time soon after its start: something is wrong that a restart does not fix.
+        """
+        now = time.monotonic()
+        for name in self.dead_children():
+            if name not in self.commands:
+                continue  # not ours to restart (e.g. Prometheus)
+            if name not in self._due:
+                code = self.children[name].returncode
+                quick = now - self._started_at[name] < STABLE_S
+                self._failures[name] = self._failures.get(name, 0) + 1 if quick else 1
+                if self._failures[name] >= GIVE_UP:
+                    raise RuntimeError(f"{name} exited with status {code} {GIVE_UP} times in a row soon after starting")
+                delay = min(RESTART_MAX_S, RESTART_MIN_S * 2 ** (self._failures[name] - 1))
+                log.warning("%s exited with status %s; restarting it in %.1fs", name, code, delay)
+                self._due[name] = now + delay
+            elif now >= self._due[name]:
+                del self._due[name]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._spawn(name, *self.commands[name])
+                log.info("%s restarted (restart %d)", name, self.restarts[name])
 
     def wait_for_workers(self, count: int) -> None:
         """Block until ``count`` workers have registered a heartbeat (model loaded, group joined)."""
@@ -105,19 +146,23 @@ class EmbeddedStack:
     def dead_children(self) -> list[str]:
         return [name for name, child in self.children.items() if child.poll() is not None]
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM every child (workers finish their batch), then stop Redis."""
-        for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for name, child in self.children.items():
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-                child.kill()
-                child.wait()
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the gateway first (it drains its streams), then everything else (workers finish their
+        batch), then Redis; each group gets ``timeout`` seconds before it is killed."""
+        first = {name: child for name, child in self.children.items() if name == "gateway"}
+        rest = {name: child for name, child in self.children.items() if name not in first}
+        for group in (first, rest):
+            for child in group.values():
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for name, child in group.items():
+                try:
+                    child.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0fs; killing it", name, timeout)
+                    child.kill()
+                    child.wait()
         self.children.clear()
         if self.redis_server:
             self.redis_server.stop()

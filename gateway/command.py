@@ -1,7 +1,9 @@
 """``emostream gateway``: serve the page and WebRTC against REDIS_URL until SIGINT or SIGTERM."""
 
 import argparse
+import errno
 import logging
+import socket
 
 from emostream.config import Settings
 
@@ -24,6 +26,20 @@ def run(settings: Settings) -> None:
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, shutdown_timeout=5)
 
 
+def check_port(settings: Settings) -> None:
+    """A clear error, before anything starts, when the gateway's address is taken."""
+    try:
+        with socket.create_server((settings.host, settings.port)):
+            pass
+    except OSError as err:
+        if err.errno != errno.EADDRINUSE:
+            raise
+        raise ValueError(
+            f"port {settings.port} on {settings.host} is in use: stop what listens there, "
+            "or choose another with --port (EMOSTREAM_PORT)"
+        ) from None
+
+
 def _cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(
         host=args.host,
@@ -34,6 +50,7 @@ def _cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
         max_streams=args.max_streams,
     )
     settings.require_redis_url("`emostream gateway` needs a shared Redis (or use `emostream up`)")
+    check_port(settings)
     run(settings)
     return 0
 

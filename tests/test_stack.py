@@ -4,18 +4,22 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 import redis
 from factories import REPO, fer_dataset
 
+from emostream import stack as stack_module
 from emostream.config import Settings
 from emostream.redis_server import free_port
 from emostream.stack import EmbeddedStack, default_worker_count
+from ingest.wire import Frame
 
 
 def test_worker_count_fits_the_cores():
@@ -59,6 +63,40 @@ def test_stack_starts_workers_that_register_and_stops_them(tmp_path):
     assert stack.redis_server is None
 
 
+def test_a_killed_worker_is_replaced_and_the_rest_keeps_answering(tmp_path):
+    settings = Settings(model_store_root=tmp_path / "store")
+    with EmbeddedStack(settings, workers=2) as stack:
+        client = redis.Redis.from_url(stack.settings.redis_url)
+        victim = stack.children["worker-0"]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        deadline = time.monotonic() + 120
+        while stack.children["worker-0"] is victim or len(stack.live_workers(client)) < 2:
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            stack.supervise()
+            time.sleep(0.2)
+        assert stack.restarts == {"worker-0": 1} and stack.children["worker-1"].poll() is None
+        keys = stack.settings.keys
+        face = np.full((96, 96), 128, np.uint8)
+        client.xadd(keys.frames, Frame("s", 0, time.time(), face, keys.results("s")).encode())
+        answered = client.xread({keys.results("s"): "0"}, block=30_000)
+        client.close()
+    assert answered, "the stack still answers"
+
+
+def test_a_child_that_keeps_dying_at_start_ends_the_stack_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(stack_module, "RESTART_MIN_S", 0.0)
+    settings = Settings(model_store_root=tmp_path / "store")
+    with EmbeddedStack(settings, workers=1) as stack:
+        stack.commands["worker-0"] = ("worker", "--batch-frames", "0")  # refused at start: exits 2 at once
+        stack.children["worker-0"].send_signal(signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"worker-0 exited with status 2 5 times in a row soon after starting"):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                stack.supervise()
+                time.sleep(0.1)
+
+
 def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
     (tmp_path / "bin").mkdir()
@@ -74,6 +112,7 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -104,6 +143,8 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
         assert view["spec"]["data"] == env["EMOSTREAM_DATA"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+        logs = proc.stderr.read()
+        assert "lost Redis" not in logs and "killing it" not in logs, "gateway, then workers, then Redis"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -119,3 +160,60 @@ def get_json(url: str) -> dict:
 @pytest.fixture(autouse=True)
 def _no_shared_redis(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["jobs", "list"], ["retrain", "--epochs", "1"], ["trainer"], ["up", "--workers", "1"]],
+    ids=lambda c: c[0],
+)
+def test_an_unreachable_redis_is_one_line_not_a_traceback(command, tmp_path):
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "EMOSTREAM_MODEL_STORE": str(tmp_path)}
+    if command[0] == "up":
+        command = [*command, "--port", str(free_port())]
+    done = subprocess.run(
+        [sys.executable, "-m", "emostream.cli", *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"emostream {command[0]}: error: cannot reach REDIS_URL=redis://127.0.0.1:")
+        and "fix REDIS_URL" in last
+    )
+
+
+@pytest.mark.parametrize("command", [["up"], ["gateway"]])
+def test_a_port_in_use_is_one_line_before_anything_starts(command, tmp_path, redis_server):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "EMOSTREAM_MODEL_STORE": str(tmp_path)}
+        if command == ["gateway"]:
+            env["REDIS_URL"] = redis_server.url
+        done = subprocess.run(
+            [sys.executable, "-m", "emostream.cli", *command, "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"emostream {command[0]}: error: port {port} on 127.0.0.1 is in use: stop what listens there, "
+        "or choose another with --port (EMOSTREAM_PORT)"
+    )
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_third_party_chatter_is_kept_out_of_the_log_unless_debugging(level):
+    code = (
+        f"import logging; from emostream import logs; logs.setup({level!r}, 'text'); "
+        "logging.getLogger('aioice.ice').info('candidate chatter'); logging.getLogger('emostream.x').info('ours')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "ours" in done.stderr
+    assert ("candidate chatter" in done.stderr) == (level == "DEBUG")
