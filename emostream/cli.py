@@ -285,15 +285,24 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     with (
-        EmbeddedStack(settings, workers=args.workers or 0, gateway=True, trainer=True) as stack,
+        EmbeddedStack(
+            settings, workers=args.workers or 0, gateway=True, trainer=True, persist=not args.ephemeral
+        ) as stack,
         ExitStack() as extras,
     ):
         workers = sum(name.startswith("worker-") for name in stack.children)
+        page = f"http://{settings.host}:{settings.port}/"
         print(
-            f"emostream is up: open http://{settings.host}:{settings.port}/  (Redis {stack.settings.redis_url}, "
+            f"emostream is up: open {page}  (Redis {stack.settings.redis_url}, "
             f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
             flush=True,
         )
+        if settings.token or settings.admin_token:  # the address alone answers 401: say how to log in
+            print(
+                f"log in once at {page}?token=TOKEN with EMOSTREAM_TOKEN (cameras) or EMOSTREAM_ADMIN_TOKEN "
+                "(operators) as TOKEN; the browser keeps it as a cookie",
+                flush=True,
+            )
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         print(
             f"metrics: http://{host}:{settings.port}/metrics; every process's metrics address (Prometheus "
@@ -325,6 +334,11 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="gateway address (default 127.0.0.1; EMOSTREAM_HOST)")
     p.add_argument("--port", type=int, help="gateway port (default 8080; EMOSTREAM_PORT)")
     p.add_argument("--workers", type=int, help="worker processes (default: as many as fit the cores)")
+    p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="a throwaway private Redis (default: its data, the job history, kept in EMOSTREAM_REDIS_DIR)",
+    )
     p.add_argument(
         "--prometheus",
         nargs="?",

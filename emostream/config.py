@@ -106,6 +106,8 @@ class Settings:
     """The operator's consent switch: 1 stores users' label corrections (face crop + label), 0 stores nothing."""
     feedback_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "feedback")
     """Where corrections go, as ``<class>/`` folders a retraining job can include."""
+    redis_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "redis")
+    """Where ``emostream up``'s private Redis keeps its data, so retraining jobs outlive a restart."""
     data: Path = field(default_factory=lambda: _data_home(os.environ) / "fer2013")
     """The dataset retraining jobs use unless they name one: a folder with ``train/`` and ``validation/``, or
     FER2013's Kaggle CSV."""

