@@ -1,4 +1,4 @@
-"""The ``emostream`` command: a thin argparse layer over the packages."""
+"""The ``emostream`` command: each subcommand wires one package's work to flags and settings."""
 
 import argparse
 import json
@@ -188,7 +188,7 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         elif args.json:
             print(json.dumps({**manifest.to_json(), "live": manifest.version == live}))
         else:
-            print(json.dumps(manifest.to_json(), indent=2))
+            print(_summary(manifest, live))
     elif args.action == "publish":
         from training.publish import publish_run
 
@@ -227,6 +227,25 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _summary(manifest, live: str | None) -> str:
+    """A version in a few lines (``--json`` prints the whole manifest)."""
+    m = manifest.metrics
+    accuracy = m.get("validation_accuracy")
+    lines = [
+        f"{manifest.version}{' (live)' if manifest.version == live else ''}",
+        f"  architecture  {manifest.architecture}, {m.get('parameters') or '?'} parameters, "
+        f"{m.get('epochs') or '?'} epochs",
+        f"  created       {manifest.created_at}; parent {manifest.parent or '-'}",
+        f"  validation    accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}"
+        + (f", served file {m['served_validation_accuracy']:.4f}" if "served_validation_accuracy" in m else "")
+        + (f", macro F1 {m['validation_macro_f1']:.4f}" if "validation_macro_f1" in m else ""),
+        f"  calibration   temperature {manifest.temperature:.2f}"
+        + (f", ECE {m['validation_ece']:.4f}" if "validation_ece" in m else ""),
+        f"  files         {', '.join(sorted(manifest.files))}",
+    ]
+    return "\n".join(lines)
+
+
 def _announce(settings: Settings, version: str) -> None:
     """Tell running workers at once (they would also notice within seconds by polling)."""
     if settings.redis_url:
@@ -240,13 +259,13 @@ def _announce(settings: Settings, version: str) -> None:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote and roll back model versions")
     actions = p.add_subparsers(dest="action", required=True)
-    for name in ("list", "show"):
-        a = actions.add_parser(name)
-        a.add_argument("--json", action="store_true")
+    for name, about in (("list", "every version, the live one starred"), ("show", "one version's summary")):
+        a = actions.add_parser(name, help=about)
+        a.add_argument("--json", action="store_true", help="the whole manifest as JSON")
         if name == "show":
             a.add_argument("version", nargs="?", help="default: the live version")
             a.add_argument("--card", action="store_true", help="print the version's model card (Markdown)")
-    promote = actions.add_parser("promote")
+    promote = actions.add_parser("promote", help="make a version live (refused if less accurate than live)")
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if less accurate than live")
     actions.add_parser("rollback", help="make the previously live version live again")
@@ -351,7 +370,11 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emostream", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="emostream",
+        description="Real-time facial-expression recognition: `emostream up` runs everything on this machine; "
+        "the other commands run one part (gateway, worker, ingest, trainer) or manage models and training.",
+    )
     parser.add_argument("--log-level", default=os.environ.get("EMOSTREAM_LOG_LEVEL", "INFO"))
     parser.add_argument("--log-format", choices=("text", "json"), help="default: EMOSTREAM_LOG_FORMAT or text")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -32,6 +32,7 @@ from model_store.manifest import DEFAULT_INPUT, FORMAT, MANIFEST, MODEL_FILE, SE
 if TYPE_CHECKING:
     import keras
 
+HISTORY = "history.json"
 BUNDLED = Path(__file__).parent / "bundled"
 """The default model shipped with the code, copied into an empty default store."""
 
@@ -78,7 +79,7 @@ class ModelStore:
         self.versions_dir = self.root / "versions"
         self.staging_dir = self.root / "staging"
         self.live_file = self.root / "LIVE"
-        self.history_file = self.root / "history.json"
+        self.history_file = self.root / HISTORY
 
     def _ensure_dirs(self) -> None:
         self.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +94,12 @@ class ModelStore:
                 if store.live_version() is None and not store.versions():
                     for version_dir in sorted((bundled / "versions").iterdir()):
                         store.import_version(version_dir)
-                    version = (bundled / "LIVE").read_text().strip()
-                    store._promote_locked(store.verify(version), force=True, reason="bundled default")
+                    live = (bundled / "LIVE").read_text().strip()
+                    shipped = bundled / HISTORY
+                    lineage = json.loads(shipped.read_text())["stack"] if shipped.exists() else []
+                    for version in [v for v in lineage if v != live and v in store.versions()] + [live]:
+                        # the shipped lineage becomes the rollback history: `models rollback` goes to the parent
+                        store._promote_locked(store.verify(version), force=True, reason="bundled default")
         return store
 
     # --- reading -------------------------------------------------------------------

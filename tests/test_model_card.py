@@ -50,6 +50,9 @@ def test_cli_and_api_give_any_versions_card(redis_server, tmp_path):
     version = publish_brightness(store, 0.42)
     store.promote(version, force=True)
     env = {"EMOSTREAM_MODEL_STORE": str(store.root)}
+    summary = run_cli("models", "show", version, env=env).stdout.splitlines()
+    assert summary[0] == f"{version} (live)" and len(summary) <= 8  # a summary; --json gives everything
+    assert any("accuracy 0.4200" in line for line in summary)
     shown = run_cli("models", "show", version, "--card", env=env)
     assert shown.returncode == 0, shown.stderr
     assert (

@@ -152,6 +152,14 @@ def test_an_empty_default_store_receives_the_bundled_model(tmp_path):
     assert ModelStore.open_default(tmp_path / "store", bundled=tmp_path / "bundle").live_version() == other
 
 
+def test_a_new_store_can_roll_back_along_the_shipped_lineage(tmp_path):
+    shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
+    store = ModelStore.open_default(tmp_path / "store")
+    assert store.live_version() == (BUNDLED / "LIVE").read_text().strip() == shipped[-1]
+    assert store.rollback() == shipped[-2] == store.manifest(shipped[-1]).parent
+    assert store.live_version() == shipped[-2]
+
+
 def test_the_shipped_model_is_live_verified_and_documented():
     live = (BUNDLED / "LIVE").read_text().strip()
     store = ModelStore(BUNDLED)

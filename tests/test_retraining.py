@@ -49,7 +49,7 @@ def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_f
         "retrain", "--data", str(tiny_fer), "--epochs", "2", "--limit", "140", "--shadow", "--wait", env=trainer_env
     )
     assert done.returncode == 0, done.stderr
-    view = json.loads(done.stdout.splitlines()[-1])
+    view = job_view(done, trainer_env)
     assert view["status"] == "finished" and view["promoted"] is True
     shadow = view["shadow"]
     assert shadow["faces"] == 12 and shadow["reference"] == before and shadow["candidate"] == view["version"]
@@ -81,13 +81,24 @@ def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
         "--wait",
         env={**trainer_env, "EMOSTREAM_TOKEN": SECRET},  # the enqueuer's secret must not travel with the job
     )
-    view = json.loads(done.stdout.splitlines()[-1])
+    view = job_view(done, trainer_env)
     assert view["status"] == "finished" and view["promoted"] is False
     assert store.live_version() == live and view["version"] in store.versions()
     assert not redis_values_containing(redis.Redis.from_url(trainer_env["REDIS_URL"]), SECRET.encode())
 
 
 SECRET = "tok-9f1c2e7d5b3a"
+
+
+def job_view(done, env: dict[str, str]) -> dict:
+    """The JSON view of the job a ``retrain --wait`` run queued (its first line is the job id), checked
+    against the one-line outcome it printed last."""
+    job_id, outcome = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
+    view = json.loads(run_cli("jobs", "show", job_id, env=env).stdout)
+    assert outcome.startswith(f"job {job_id} {view['status']}")
+    if view["status"] == "finished":
+        assert view["version"] in outcome and ("promoted (live)" in outcome) == view["promoted"]
+    return view
 
 
 def redis_values_containing(client: redis.Redis, needle: bytes) -> list[bytes]:
@@ -124,7 +135,7 @@ def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_e
         time.sleep(0.5)
     done = run_cli("retrain", "--data", str(broken), "--epochs", "1", "--wait", env=trainer_env)
     assert done.returncode == 1
-    view = json.loads(done.stdout.splitlines()[-1])
+    view = job_view(done, trainer_env)
     assert view["status"] == "failed"
     assert "x.png: unreadable image" in view["error"]
     assert len(store.versions()) == 1

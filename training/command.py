@@ -70,8 +70,18 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     if not args.wait:
         return 0
     view = follow(client, job.id, spec.epochs)
-    print(json.dumps(view))
+    print(_outcome(view))
     return 0 if view["status"] == "finished" else 1
+
+
+def _outcome(view: dict) -> str:
+    """A finished job in one line (``jobs show ID`` gives all of it as JSON)."""
+    if view["status"] != "finished":
+        return f"job {view['id']} {view['status']}: {view.get('error') or 'no reason recorded'}"
+    last = view["progress"][-1] if view["progress"] else {}
+    accuracy = f", last val_accuracy {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
+    promoted = "promoted (live)" if view["promoted"] else "published, not promoted"
+    return f"job {view['id']} finished: version {view['version']} {promoted}{accuracy}"
 
 
 def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,8 +107,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("retrain", help="queue a retraining job (see `emostream trainer`)")
     p.add_argument("--data", default="", help="dataset root or Kaggle CSV (default: the trainer's EMOSTREAM_DATA)")
-    p.add_argument("--arch", default="emonet")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--arch", default="emonet", help="architecture (default emonet)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     p.add_argument("--limit", type=int, help="at most N images per split")
     p.add_argument("--extra-train", action="append", default=[], help="extra <class>/ folder (e.g. feedback)")
     p.add_argument("--init-from-live", action="store_true", help="fine-tune the live model")
@@ -115,7 +125,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("jobs", help="list, show and cancel retraining jobs")
     actions = p.add_subparsers(dest="action", required=True)
-    actions.add_parser("list")
-    for name in ("show", "cancel"):
-        actions.add_parser(name).add_argument("id")
+    actions.add_parser("list", help="every job, newest first (JSON)")
+    for name, about in (("show", "one job's status and progress (JSON)"), ("cancel", "cancel a queued or running job")):
+        actions.add_parser(name, help=about).add_argument("id", help="the job id `retrain` printed")
     p.set_defaults(func=_cmd_jobs)
