@@ -98,6 +98,8 @@ def _bearer(request: web.Request) -> str | None:
 
 OPERATOR = "operator"
 CAMERA = "camera"
+ROLE = web.RequestKey("role", str)
+"""The request's role, set by :func:`access_middleware`."""
 
 
 def operator_only(request: web.Request) -> bool:
@@ -120,7 +122,7 @@ def role_of(settings: Settings, given: str | None) -> str | None:
 
 
 def access_middleware(settings: Settings):
-    """Tokens and roles (see the module documentation); the role is left in ``request["role"]``."""
+    """Tokens and roles (see the module documentation); the role is left in ``request[ROLE]``."""
     trusted = trusted_networks(settings)
 
     @web.middleware
@@ -152,7 +154,7 @@ def access_middleware(settings: Settings):
                 if settings.admin_token
                 else "operator routes are closed: set EMOSTREAM_ADMIN_TOKEN on the gateway",
             )
-        request["role"] = role
+        request[ROLE] = role
         return await handler(request)
 
     return check_access
@@ -160,7 +162,7 @@ def access_middleware(settings: Settings):
 
 def check_stream_key(request: web.Request, key: str) -> None:
     """A camera user acts on a stream only with its key (``X-Stream-Key``, from the offer's answer)."""
-    if request.get("role") == OPERATOR:
+    if request.get(ROLE) == OPERATOR:
         return
     if not _matches(request.headers.get("X-Stream-Key"), key.encode()):
         raise ApiError(403, "this stream's key is required (X-Stream-Key, from the offer's answer)")

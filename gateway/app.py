@@ -112,7 +112,7 @@ async def config(request: web.Request) -> web.Response:
             "sample_fps": settings.sample_fps,
             "result_max_age": settings.result_max_age,
             "feedback": bool(settings.feedback),
-            "operator": request.get("role") == access.OPERATOR,
+            "operator": request.get(access.ROLE) == access.OPERATOR,
         }
     )
 
