@@ -162,3 +162,54 @@ def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tm
             hidden[who] = page.evaluate("document.querySelector('#retraining').hidden")
             context.close()
     assert hidden == {"camera user": True, "operator": False}
+
+
+NO_RATE = "\u2013 results/s"
+"""What a camera shows before its first result."""
+
+
+def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
+    """The default camera is one click away; stopping clears what it showed; nothing overflows at 390 px."""
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    with (
+        GatewayProcess(redis_server.url, **env) as gateway,
+        AnsweringWorker(redis_server.url, Settings().keys, [face(truth[0][0].box, "happy")]),
+        chromium(clip) as browser,
+    ):
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        page = context.new_page()
+        page.goto(gateway.url)
+        page.wait_for_function("window.emostream.ready")
+        first_visit = {
+            "cards": page.locator(".camera").count(),
+            "hint": page.inner_text("#notice"),
+            "buttons": [page.get_attribute(f".camera .{b}", "aria-label") for b in ("toggle", "remove")],
+            "video": page.get_attribute(".camera video", "aria-label"),
+            "wider than the screen": page.evaluate("document.documentElement.scrollWidth > window.innerWidth"),
+        }
+        page.click(".camera .toggle")
+        page.wait_for_function("window.emostream.cameras[0].last && document.querySelector('.face')")
+        labelled = {
+            "hint": page.inner_text("#notice"),
+            "meter": page.get_attribute(".face meter", "aria-label"),
+            "rate": page.inner_text(".camera .fps"),
+        }
+        page.click("#stop-all")
+        stopped = {
+            "faces": page.locator(".camera .face").count(),
+            "rate": page.inner_text(".camera .fps"),
+            "status": page.inner_text(".camera .status"),
+            "wider than the screen": page.evaluate("document.documentElement.scrollWidth > window.innerWidth"),
+        }
+        context.close()
+    assert first_visit == {
+        "cards": 1,
+        "hint": "Press Start (or Start all), then allow the camera when the browser asks.",
+        "buttons": ["Start default camera", "Remove default camera"],
+        "video": "default camera: returned video with labelled faces",
+        "wider than the screen": False,
+    }
+    assert labelled["hint"] == "" and labelled["meter"] == "face 1 angry" and labelled["rate"] != NO_RATE
+    assert stopped == {"faces": 0, "rate": NO_RATE, "status": "stopped", "wider than the screen": False}

@@ -118,8 +118,7 @@ def test_two_cameras_on_one_page_and_two_pages_never_cross(stack, scene):
     with chromium(clip) as browser:
         first = open_page(browser, stack.url)
         first.wait_for_function("window.emostream.ready")
-        first.click("#add")
-        first.click("#add")
+        first.click("#add")  # beside the default camera's card, there on the first visit
         first.click("#start-all")
         second = open_page(browser, f"{stack.url}/?autostart=1")
         pages = [first, second]

@@ -15,8 +15,9 @@ const emostream = (window.emostream = { results: [], cameras: [], clockOffset: 0
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
-function notice(text) {
+function notice(text, error = false) {
   $("#notice").textContent = text;
+  $("#notice").classList.toggle("error", error);
 }
 
 // Same-origin requests carry the token cookie set by /?token=... (HttpOnly: scripts never see the token).
@@ -73,21 +74,30 @@ class Camera {
     this.retryTimer = null;
     this.element = $("#camera-template").content.firstElementChild.cloneNode(true);
     this.video = $("video", this.element);
+    this.name = name;
     $(".name", this.element).textContent = name;
     $(".toggle", this.element).onclick = () => (this.wanted ? this.stop() : this.start());
     $(".remove", this.element).onclick = () => this.remove();
+    $(".remove", this.element).setAttribute("aria-label", `Remove ${name}`);
+    this.video.setAttribute("aria-label", `${name}: returned video with labelled faces`);
+    $(".faces", this.element).setAttribute("aria-label", `${name}: faces`);
     $("#cameras").append(this.element);
+    this.setStatus("stopped");
   }
 
   setStatus(status) {
     this.status = status;
-    $(".status", this.element).textContent = this.stream ? `${status} (${this.stream})` : status;
-    $(".toggle", this.element).textContent = this.wanted ? "Stop" : "Start";
+    const line = $(".status", this.element);
+    line.textContent = line.title = this.stream ? `${status} (${this.stream})` : status;
+    const toggle = $(".toggle", this.element);
+    toggle.textContent = this.wanted ? "Stop" : "Start";
+    toggle.setAttribute("aria-label", `${toggle.textContent} ${this.name}`);
   }
 
   // Start (or keep) this camera: reconnects by itself with capped exponential backoff when the
   // connection to the gateway is lost (gateway restarted, network down) until stop() is called.
   start() {
+    notice("");
     this.wanted = true;
     this.retries = 0;
     clearTimeout(this.retryTimer);
@@ -170,7 +180,10 @@ class Camera {
     if (this.media) this.media.getTracks().forEach((track) => track.stop());
     this.media = null;
     this.correcting = null;
+    this.last = null;
     $(".faces", this.element).replaceChildren();
+    $(".fps", this.element).textContent = "– results/s";
+    $(".latency", this.element).textContent = "– ms";
     this.setStatus("stopped");
   }
 
@@ -212,6 +225,7 @@ class Camera {
           row.className = "score";
           const name = Object.assign(document.createElement("span"), { textContent: label });
           const meter = Object.assign(document.createElement("meter"), { min: 0, max: 1, value: score });
+          meter.setAttribute("aria-label", `face ${index + 1} ${label}`);
           const value = Object.assign(document.createElement("span"), { textContent: `${(score * 100).toFixed(0)}%` });
           row.append(name, meter, value);
           card.append(row);
@@ -444,7 +458,7 @@ async function main() {
     await syncClock();
     await listCameras();
   } catch (error) {
-    notice(`gateway unreachable: ${error.message}`);
+    notice(`gateway unreachable: ${error.message}`, true);
     return;
   }
   navigator.mediaDevices.addEventListener("devicechange", listCameras);
@@ -455,8 +469,11 @@ async function main() {
   // models and retraining are an operator's (EMOSTREAM_ADMIN_TOKEN): a camera user does not see them
   if (emostream.config.operator) await startRetraining();
   else $("#retraining").hidden = true;
+  // first visit: the default camera's card is there, one click from sending
+  const first = addCamera("");
+  notice("Press Start (or Start all), then allow the camera when the browser asks.");
   emostream.ready = true;
-  if (new URLSearchParams(location.search).get("autostart") === "1") addCamera("").start();
+  if (new URLSearchParams(location.search).get("autostart") === "1") first.start();
 }
 
 main();
