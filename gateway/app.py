@@ -40,6 +40,7 @@ from emostream.metrics import CONTENT_TYPE, Metrics
 from gateway import access, feedback, retraining
 from gateway.api import HUB, SYNC_REDIS, ApiError, Handler
 from gateway.hub import ClientLimit, GatewayFull, Hub
+from gateway.overlay import css_colors
 from gateway.session import OfferError
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ async def config(request: web.Request) -> web.Response:
             "result_max_age": settings.result_max_age,
             "feedback": bool(settings.feedback),
             "operator": request.get(access.ROLE) == access.OPERATOR,
+            "colors": css_colors(),
         }
     )
 

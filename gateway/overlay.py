@@ -22,6 +22,12 @@ TEXT_COLOR = (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+def css_colors() -> dict[str, str]:
+    """The box colours as CSS ``#rrggbb`` (the page's legend), the late-result grey as ``late``."""
+    hex_of = lambda bgr: "#{:02x}{:02x}{:02x}".format(*reversed(bgr))  # noqa: E731
+    return {**{label: hex_of(bgr) for label, bgr in COLORS.items()}, "late": hex_of(STALE_COLOR)}
+
+
 def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale: bool = False) -> np.ndarray:
     """Draw each face's box and label onto ``frame_bgr`` in place and return it.
 
@@ -29,7 +35,8 @@ def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale
     """
     height, width = frame_bgr.shape[:2]
     thickness = max(2, round(width / 200))
-    font_scale = max(0.4, width / 1280)
+    font_scale = max(0.4, width / 800)  # text about 1/20 of a 640x480 frame's height, legible in a small video
+    weight = max(1, round(font_scale * 1.5))
     for face in faces:
         x, y, w, h = (round(v * scale) for v in face.box)
         x0, y0 = min(max(x, 0), width - 1), min(max(y, 0), height - 1)
@@ -39,8 +46,8 @@ def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale
         color = STALE_COLOR if stale else COLORS.get(face.label, STALE_COLOR)
         cv2.rectangle(frame_bgr, (x0, y0), (x1, y1), color, thickness)
         text = face.label if stale else f"{face.label} {face.score:.0%}"
-        (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, 1)
+        (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, weight)
         top = y0 - th - baseline - 2 if y0 >= th + baseline + 2 else y1 + 1
         cv2.rectangle(frame_bgr, (x0, top), (x0 + tw + 4, top + th + baseline + 2), color, cv2.FILLED)
-        cv2.putText(frame_bgr, text, (x0 + 2, top + th + 1), FONT, font_scale, TEXT_COLOR, 1, cv2.LINE_AA)
+        cv2.putText(frame_bgr, text, (x0 + 2, top + th + 1), FONT, font_scale, TEXT_COLOR, weight, cv2.LINE_AA)
     return frame_bgr

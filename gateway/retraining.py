@@ -151,7 +151,7 @@ def list_models(store: ModelStore) -> dict:
             versions.append({"version": version, "live": version == live, "error": str(err)})
             continue
         versions.append({**manifest, "live": version == live})
-    return {"live": live, "versions": versions}
+    return {"live": live, "versions": versions, "rollback_to": store.rollback_target()}
 
 
 def _promote(settings: Settings, client: redis.Redis, version: str, force: bool) -> dict:

@@ -310,6 +310,11 @@ class ModelStore:
         history["stack"].append(version)
         self._set_live(version, history, "promote", reason)
 
+    def rollback_target(self) -> str | None:
+        """The version :meth:`rollback` would make live, or None when there is none."""
+        stack = self._history()["stack"]
+        return stack[-2] if len(stack) >= 2 else None
+
     def rollback(self) -> str:
         """Make the version that was live before the current one live again."""
         with self._locked():

@@ -17,6 +17,7 @@ from emostream.redis_server import RedisServer
 from emostream.stack import EmbeddedStack
 from ingest.wire import Result
 from model_store import ModelStore
+from model_store.store import BUNDLED
 from training.data import load_folder
 from training.jobs import QUEUE, Trainer
 
@@ -160,8 +161,12 @@ def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tm
             page.goto(f"{gateway.url}/?token={token}")
             page.wait_for_function("window.emostream && window.emostream.ready")
             hidden[who] = page.evaluate("document.querySelector('#retraining').hidden")
+            if who == "operator":
+                rollback = page.inner_text("#rollback"), page.is_disabled("#rollback")
             context.close()
     assert hidden == {"camera user": True, "operator": False}
+    shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
+    assert rollback == (f"Roll back to {shipped[-2]}", False), "the shipped lineage: one click back to the parent"
 
 
 NO_RATE = "\u2013 results/s"
@@ -187,6 +192,7 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
             "hint": page.inner_text("#notice"),
             "buttons": [page.get_attribute(f".camera .{b}", "aria-label") for b in ("toggle", "remove")],
             "video": page.get_attribute(".camera video", "aria-label"),
+            "legend": page.locator("#legend li").all_inner_texts(),
             "wider than the screen": page.evaluate("document.documentElement.scrollWidth > window.innerWidth"),
         }
         page.click(".camera .toggle")
@@ -209,6 +215,7 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
         "hint": "Press Start (or Start all), then allow the camera when the browser asks.",
         "buttons": ["Start default camera", "Remove default camera"],
         "video": "default camera: returned video with labelled faces",
+        "legend": [*EMOTIONS, "late result"],
         "wider than the screen": False,
     }
     assert labelled["hint"] == "" and labelled["meter"] == "face 1 angry" and labelled["rate"] != NO_RATE

@@ -1,7 +1,7 @@
 import numpy as np
 from gateway_helpers import face
 
-from gateway.overlay import COLORS, STALE_COLOR, draw
+from gateway.overlay import COLORS, STALE_COLOR, css_colors, draw
 
 
 def blank(width: int = 320, height: int = 240) -> np.ndarray:
@@ -50,3 +50,19 @@ def test_every_face_is_drawn_and_boxes_off_the_frame_are_clipped():
 def test_no_faces_leaves_the_frame_unchanged_and_draws_in_place():
     image = blank()
     assert draw(image, []) is image and (image == 90).all()
+
+
+def test_labels_grow_with_the_frame_to_stay_legible():
+    def banner_height(width: int, height: int) -> int:
+        image = draw(blank(width, height), [face((width // 4, height // 3, width // 4, height // 3), "happy")])
+        column = image[: height // 3, width // 4 + 2]
+        return int((column == COLORS["happy"]).all(axis=-1).sum())
+
+    small, vga, hd = banner_height(320, 240), banner_height(640, 480), banner_height(1280, 960)
+    assert vga >= 480 / 20 and hd >= 2 * vga - 4 and small < vga  # about 1/20 of the height from 640x480 up
+
+
+def test_the_legend_colours_are_the_boxes():
+    colors = css_colors()
+    assert colors["happy"] == "#{:02x}{:02x}{:02x}".format(*reversed(COLORS["happy"]))
+    assert set(colors) == {*COLORS, "late"} and colors["late"] == "#808080"

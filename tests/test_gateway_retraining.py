@@ -131,8 +131,10 @@ def test_promotion_refusal_force_and_rollback(env):
         bad_body = call("POST", f"{models}/{worse}/promote", {"force": "yes"})
         forced = call("POST", f"{models}/{worse}/promote", {"force": True})
         live_after_force = call("GET", models)[1]["live"]
+        can_roll_back = call("GET", models)[1]["rollback_to"]
         rolled_back = call("POST", f"{models}/rollback")
         nothing_left = call("POST", f"{models}/rollback")
+        cannot_roll_back = call("GET", models)[1]["rollback_to"]
     announced = []
     deadline = time.monotonic() + 30
     while len(announced) < 2 and time.monotonic() < deadline:
@@ -146,6 +148,7 @@ def test_promotion_refusal_force_and_rollback(env):
     assert forced == (200, {"live": worse, "previous": better}) and live_after_force == worse
     assert rolled_back == (200, {"live": better, "previous": worse})
     assert nothing_left[0] == 409 and "nothing to roll back" in nothing_left[1]["error"]
+    assert (can_roll_back, cannot_roll_back) == (better, None), "the page disables Roll back with nothing behind"
     assert store.live_version() == better
     assert announced == [worse, better], "workers are told at once"
 

@@ -301,19 +301,20 @@ class Camera {
 
 // --- Model & retraining -------------------------------------------------------------------------
 
-function retrainingNotice(text) {
+function retrainingNotice(text, ok = false) {
   $("#retraining-notice").textContent = text;
+  $("#retraining-notice").classList.toggle("ok", ok);
 }
 
+// A button running `action`: its resolved text is shown as a success, an error as an error.
 function button(text, className, action) {
   const element = Object.assign(document.createElement("button"), { type: "button", className, textContent: text });
   element.onclick = async () => {
     element.disabled = true;
     try {
-      await action();
-      retrainingNotice("");
+      retrainingNotice((await action()) || "", true);
     } catch (error) {
-      retrainingNotice(error.message);
+      retrainingNotice(error.message.split("; use --force")[0]);
     }
     await refreshRetraining();
   };
@@ -326,7 +327,11 @@ function accuracy(metrics) {
 }
 
 async function refreshModels() {
-  const { live, versions } = await fetchJson("/api/models");
+  const { live, versions, rollback_to: rollbackTo } = await fetchJson("/api/models");
+  const rollback = $("#rollback");
+  rollback.disabled = !rollbackTo;
+  rollback.textContent = rollbackTo ? `Roll back to ${rollbackTo}` : "Roll back";
+  rollback.title = rollbackTo ? "" : "nothing to roll back to: no earlier live version";
   const current = versions.find((version) => version.live);
   $("#live-model").textContent = current
     ? `live model: ${live} (${current.architecture}, validation accuracy ${accuracy(current.metrics)})`
@@ -353,9 +358,10 @@ async function refreshModels() {
             try {
               await promote(false);
             } catch (error) {
-              if (!confirm(`${error.message}\n\nPromote anyway?`)) throw error;
+              if (!confirm(`${error.message.split("; use --force")[0]}.\n\nPromote anyway?`)) throw error;
               await promote(true);
             }
+            return `promoted: ${version.version} is live`;
           }),
         );
       }
@@ -408,6 +414,7 @@ async function refreshJobs() {
 async function refreshRetraining() {
   try {
     await Promise.all([refreshModels(), refreshJobs()]);
+    if ($("#retraining-notice").textContent.startsWith("retraining unavailable")) retrainingNotice("");
   } catch (error) {
     retrainingNotice(`retraining unavailable: ${error.message}`);
   }
@@ -428,16 +435,30 @@ async function startJob(event) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(spec),
     });
-    retrainingNotice(`job ${job.id.slice(0, 8)} queued`);
+    retrainingNotice(`job ${job.id.slice(0, 8)} queued`, true);
   } catch (error) {
     retrainingNotice(error.message);
   }
   await refreshRetraining();
 }
 
+// What the returned video's box colours mean (the gateway draws them; /api/config says which).
+function showLegend(colors) {
+  $("#legend").replaceChildren(
+    ...Object.entries(colors).map(([label, color]) => {
+      const item = Object.assign(document.createElement("li"), { textContent: label === "late" ? "late result" : label });
+      item.style.setProperty("--swatch", color);
+      return item;
+    }),
+  );
+}
+
 async function startRetraining() {
   $("#retrain-form").onsubmit = startJob;
-  const rollback = button("Roll back", "rollback", () => fetchJson("/api/models/rollback", { method: "POST" }));
+  const rollback = button("Roll back", "rollback", async () => {
+    const { live } = await fetchJson("/api/models/rollback", { method: "POST" });
+    return `rolled back: ${live} is live`;
+  });
   rollback.id = "rollback";
   $("#rollback").replaceWith(rollback);
   await refreshRetraining();
@@ -461,6 +482,7 @@ async function main() {
     notice(`gateway unreachable: ${error.message}`, true);
     return;
   }
+  showLegend(emostream.config.colors);
   navigator.mediaDevices.addEventListener("devicechange", listCameras);
   $("#add").onclick = () => addCamera($("#devices").value);
   $("#start-all").onclick = () => emostream.cameras.forEach((camera) => camera.start());
