@@ -203,6 +203,7 @@ def test_predict_cli_labels_image_files(clip, tmp_path):
             "predict",
             str(tmp_path / "frame.png"),
             str(tmp_path / "bad.png"),
+            str(tmp_path / "missing.png"),
             "--json",
         ],
         cwd=REPO,
@@ -212,6 +213,7 @@ def test_predict_cli_labels_image_files(clip, tmp_path):
         timeout=300,
     )
     assert done.returncode == 2 and "bad.png: not a readable image" in done.stderr
+    assert "missing.png: no such file" in done.stderr
     [report] = json.loads(done.stdout)
     assert report["image"].endswith("frame.png") and report["faces"]
     for face in report["faces"]:

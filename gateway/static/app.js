@@ -171,6 +171,10 @@ class Camera {
     this.pc = this.stream = null;
     this.video.srcObject = null;
     this.arrivals = [];
+    this.last = null; // nothing shown is current any more: no stale faces or rates
+    $(".faces", this.element).replaceChildren();
+    $(".fps", this.element).textContent = "– results/s";
+    $(".latency", this.element).textContent = "– ms";
   }
 
   stop() {
@@ -180,10 +184,6 @@ class Camera {
     if (this.media) this.media.getTracks().forEach((track) => track.stop());
     this.media = null;
     this.correcting = null;
-    this.last = null;
-    $(".faces", this.element).replaceChildren();
-    $(".fps", this.element).textContent = "– results/s";
-    $(".latency", this.element).textContent = "– ms";
     this.setStatus("stopped");
   }
 
