@@ -13,8 +13,8 @@ from ``/proc`` for the process doing the work, which keeps the figures usable on
   consumer, the workers' own publish-and-ack Lua script (XACK, XADD of a result, EXPIRE, XDEL),
   XREAD and XDEL of the result by the producer. Reports redis-server CPU per frame and network
   bytes per frame (``INFO``), and the rate this single client loop reached.
-- ``worker``: the worker's hot path (decode the wire JPEG, Haar at 320 px, FER-matched crops, one
-  classifier call per batch of 16) on one core: TensorFlow and OpenCV limited to one thread and the
+- ``worker``: the worker's hot path (decode the wire JPEG, the configured detector on every frame, FER-matched crops, one
+  classifier call per batch of 16) on one core: LiteRT and OpenCV limited to one thread and the
   process pinned to one CPU; frames per CPU second and per wall second.
 - ``gateway``: an ``emostream gateway`` process serving N aiortc cameras (640x480, ``--camera-fps``) from this
   process, each answered by a stand-in worker; the gateway's CPU seconds per camera-second
@@ -129,14 +129,12 @@ def measure_worker(frames: list[np.ndarray], settings: Settings, seconds: float)
     """The worker's hot path on one core, over wire-encoded frames (decode included)."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cv2.setNumThreads(1)
-    from workers.classify import Classifier, configure_tensorflow
-
-    configure_tensorflow(1)
     from workers.analysis import analyse
+    from workers.classify import load_classifier
     from workers.detection import make_detector
 
-    classifier = Classifier(settings.model_store().load())
-    detector = make_detector(settings.detector, settings.detect_width)
+    classifier = load_classifier(settings.model_store(), threads=1)
+    detector = make_detector(settings, threads=1, track=False)
     wire = []
     for i, image in enumerate(frames):
         fields = wire_fields(image, settings, Encoding.JPEG, i)
