@@ -13,8 +13,8 @@ from ``/proc`` for the process doing the work, which keeps the figures usable on
   consumer, the workers' own publish-and-ack Lua script (XACK, XADD of a result, EXPIRE, XDEL),
   XREAD and XDEL of the result by the producer. Reports redis-server CPU per frame and network
   bytes per frame (``INFO``), and the rate this single client loop reached.
-- ``worker``: the worker's hot path (decode the wire JPEG, the configured detector on every frame, FER-matched crops, one
-  classifier call per batch of 16) on one core: LiteRT and OpenCV limited to one thread and the
+- ``worker``: the worker's hot path (decode the wire JPEG, the configured detector on every frame,
+  FER-matched crops, one classifier call per batch of 16) on one core: LiteRT and OpenCV limited to one thread and the
   process pinned to one CPU; frames per CPU second and per wall second.
 - ``gateway``: an ``emostream gateway`` process serving N aiortc cameras (640x480, ``--camera-fps``) from this
   process, each answered by a stand-in worker; the gateway's CPU seconds per camera-second
