@@ -7,7 +7,6 @@ at batch 16 on 2 cores, validation accuracy 68.43% against 68.40% (float32 and K
 """
 
 import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,10 +23,3 @@ def to_tflite(model: "keras.Model", quantize: bool = True) -> bytes:
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         return converter.convert()
-
-
-def convert_file(keras_file: Path, quantize: bool = True) -> bytes:
-    """:func:`to_tflite` of a saved ``.keras`` file."""
-    import keras
-
-    return to_tflite(keras.models.load_model(keras_file, compile=False), quantize)
