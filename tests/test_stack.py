@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 import redis
-from factories import REPO, fer_dataset
+from factories import REPO, fer_dataset, run_cli
 
 from emostream import stack as stack_module
 from emostream.config import Settings
@@ -192,17 +192,10 @@ def _no_shared_redis(monkeypatch):
     ids=lambda c: c[0],
 )
 def test_an_unreachable_redis_is_one_line_not_a_traceback(command, tmp_path):
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "EMOSTREAM_MODEL_STORE": str(tmp_path)}
+    env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "EMOSTREAM_MODEL_STORE": str(tmp_path)}
     if command[0] == "up":
         command = [*command, "--port", str(free_port())]
-    done = subprocess.run(
-        [sys.executable, "-m", "emostream.cli", *command],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(*command, env=env, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert (
@@ -215,17 +208,10 @@ def test_an_unreachable_redis_is_one_line_not_a_traceback(command, tmp_path):
 def test_a_port_in_use_is_one_line_before_anything_starts(command, tmp_path, redis_server):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        env = {**os.environ, "EMOSTREAM_MODEL_STORE": str(tmp_path)}
+        env = {"EMOSTREAM_MODEL_STORE": str(tmp_path)}
         if command == ["gateway"]:
             env["REDIS_URL"] = redis_server.url
-        done = subprocess.run(
-            [sys.executable, "-m", "emostream.cli", *command, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_cli(*command, "--port", str(port), env=env, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"emostream {command[0]}: error: port {port} on 127.0.0.1 is in use: stop what listens there, "
         "or choose another with --port (EMOSTREAM_PORT)"
