@@ -200,6 +200,7 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
         labelled = {
             "hint": page.inner_text("#notice"),
             "meter": page.get_attribute(".face meter", "aria-label"),
+            "feedback controls": page.locator(".face .wrong").count(),  # capture is off here
             "rate": page.inner_text(".camera .fps"),
         }
         page.click("#stop-all")
@@ -219,4 +220,5 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
         "wider than the screen": False,
     }
     assert labelled["hint"] == "" and labelled["meter"] == "face 1 angry" and labelled["rate"] != NO_RATE
+    assert labelled["feedback controls"] == 0
     assert stopped == {"faces": 0, "rate": NO_RATE, "status": "stopped", "wider than the screen": False}

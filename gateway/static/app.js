@@ -230,7 +230,7 @@ class Camera {
           row.append(name, meter, value);
           card.append(row);
         }
-        card.append(this.correctionControl(result, index));
+        if (emostream.config.feedback) card.append(this.correctionControl(result, index)); // only while capture is on
         return card;
       }),
     );
