@@ -222,3 +222,19 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
     assert labelled["hint"] == "" and labelled["meter"] == "face 1 angry" and labelled["rate"] != NO_RATE
     assert labelled["feedback controls"] == 0
     assert stopped == {"faces": 0, "rate": NO_RATE, "status": "stopped", "wider than the screen": False}
+
+
+def test_a_refused_offer_waits_as_long_as_retry_after_asks(redis_server, tmp_path):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_OFFER_RATE": "2", "EMOSTREAM_OFFER_BURST": "1"}
+    with GatewayProcess(redis_server.url, **env) as gateway, chromium(clip) as browser:
+        page = open_page(browser, f"{gateway.url}/?autostart=1")  # the first offer takes the one token
+        page.wait_for_function("window.emostream.ready && window.emostream.cameras[0].stream")
+        page.click("#add")
+        page.click(".camera:nth-of-type(2) .toggle")
+        page.wait_for_function("window.emostream.cameras[1].status.includes('reconnecting in')")
+        status = page.evaluate("window.emostream.cameras[1].status")
+    assert status.startswith("error: too many offers"), status
+    waits = float(re.search(r"reconnecting in ([\d.]+) s", status).group(1))
+    assert waits >= 29, f"2 offers a minute: Retry-After is about 30 s, not the 0.5 s backoff ({status})"

@@ -21,10 +21,18 @@ function notice(text, error = false) {
 }
 
 // Same-origin requests carry the token cookie set by /?token=... (HttpOnly: scripts never see the token).
+// An error carries the HTTP status and, for a 429 or 503, the seconds Retry-After asks to wait.
 async function fetchJson(url, options) {
   const response = await fetch(url, { credentials: "same-origin", ...options });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || `${url}: HTTP ${response.status}`);
+  const json = (response.headers.get("Content-Type") || "").startsWith("application/json");
+  const body = json ? await response.json() : {};
+  if (!response.ok) {
+    const error = new Error(body.error || `${url}: HTTP ${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
+    throw error;
+  }
+  if (!json) throw new Error(`${url}: expected JSON, got ${response.headers.get("Content-Type") || "nothing"}`);
   return body;
 }
 
@@ -143,16 +151,17 @@ class Camera {
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       this.setStatus(pc.connectionState);
     } catch (error) {
-      this.lost(pc, `error: ${error.message}`);
+      this.lost(pc, `error: ${error.message}`, error.retryAfter);
     }
   }
 
   // The connection `pc` is gone: close it and, unless the user stopped the camera, try again later.
-  lost(pc, why) {
+  // `retryAfter` (s): the gateway asked to wait at least that long (429, 503).
+  lost(pc, why, retryAfter = 0) {
     if (this.pc !== pc) return;
     this.disconnect();
     if (!this.wanted) return this.setStatus(why);
-    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.retries);
+    const delay = Math.max(retryAfter * 1000, Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.retries));
     this.retries += 1;
     this.setStatus(`${why}; reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${this.retries})`);
     clearTimeout(this.retryTimer);
