@@ -27,6 +27,7 @@ def test_a_worker_with_a_skewed_clock_judges_frame_age_by_redis(redis_server, re
         cwd=REPO,
         env={**os.environ, "REDIS_URL": redis_server.url, "EMOSTREAM_MODEL_STORE": str(store.root)},
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # faketime runs the worker as its child: stop the whole group
     )
     try:
         deadline = time.monotonic() + 120
@@ -51,7 +52,7 @@ def test_a_worker_with_a_skewed_clock_judges_frame_age_by_redis(redis_server, re
                     answers.append(Result.decode(fields))
         assert sorted(r.seq for r in answers) == list(range(5))
     finally:
-        worker.terminate()
+        os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
 
 
