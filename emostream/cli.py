@@ -28,7 +28,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     def model_file(name: str) -> str:
         """A ``.keras`` file as given, or the model file of a store version."""
-        return name if Path(name).is_file() else str(settings.model_store().path(name) / "model.keras")
+        return name if Path(name).is_file() else str(settings.model_store().path(name) / MODEL_FILE)
 
     parent = None
     if args.init_from and not Path(args.init_from).is_file():

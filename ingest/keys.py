@@ -34,3 +34,7 @@ class Keys:
     def face_sample(self) -> str:
         """A capped list of recent live 48x48 face crops, kept only when shadow sampling is on."""
         return f"{self.prefix}:face-sample"
+
+    def trainer(self, name: str = "*") -> str:
+        """A live trainer's offer of the data it can read (``*``: the pattern matching every one)."""
+        return f"{self.prefix}:trainer:{name}"

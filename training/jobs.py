@@ -83,12 +83,16 @@ class RetrainSpec:
 
 def find_datasets(roots: list[Path], depth: int = 2) -> list[str]:
     """Datasets under ``roots`` (folders with ``train/``, or ``.csv`` files), at most ``depth`` levels down."""
-    found: list[str] = []
+    found: list[Path] = []
     level = [root for root in roots if root.exists()]
-    for _ in range(depth + 1):
-        found += [str(p) for p in level if (p.is_dir() and (p / "train").is_dir()) or p.suffix == ".csv"]
-        level = [child for p in level if p.is_dir() for child in sorted(p.iterdir()) if child.name != "train"]
-    return found
+    for left in range(depth, -1, -1):
+        datasets = [p for p in level if (p.is_dir() and (p / "train").is_dir()) or p.suffix == ".csv"]
+        found += datasets
+        if not left:
+            break
+        # a dataset's own folders (thousands of images) are never listed
+        level = [child for p in level if p.is_dir() and p not in datasets for child in sorted(p.iterdir())]
+    return [str(p) for p in found]
 
 
 def offer(settings: Settings) -> dict:
@@ -111,14 +115,14 @@ def check_data(spec: RetrainSpec, offers: list[dict]) -> RetrainSpec:
         )
     named, spec.data = spec.data, spec.data or offers[0]["data"]
     roots = sorted({Path(root) for o in offers for root in o["roots"]})
+    resolved = {path: Path(path).expanduser().resolve() for path in [spec.data, *spec.extra_train]}
     for path, kind in [(spec.data, "data"), *((extra, "extra_train") for extra in spec.extra_train)]:
-        resolved = Path(path).expanduser().resolve()
-        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        if not any(resolved[path] == root or resolved[path].is_relative_to(root) for root in roots):
             raise ValueError(
                 f"{kind} {path!r} is outside the folders trainers may read "
                 f"(EMOSTREAM_DATA_ROOTS: {', '.join(map(str, roots))})"
             )
-    if not any(str(Path(spec.data).expanduser().resolve()) in o["datasets"] for o in offers):
+    if not any(str(resolved[spec.data]) in o["datasets"] for o in offers):
         default = "" if named else " (the trainer's EMOSTREAM_DATA: see the README on getting FER2013)"
         raise ValueError(
             f"no dataset at {spec.data}{default}: a trainer expects train/ and validation/ folders or a Kaggle CSV"
@@ -132,7 +136,7 @@ class NoTrainer(ValueError):
 
 def offers(client: redis.Redis, settings: Settings) -> list[dict]:
     """The offers of every live trainer (each refreshes its own at every RQ heartbeat)."""
-    keys = list(client.scan_iter(f"{settings.key_prefix}:trainer:*"))
+    keys = list(client.scan_iter(settings.keys.trainer()))
     return [json.loads(raw) for raw in client.mget(keys) if raw] if keys else []
 
 
@@ -147,11 +151,12 @@ class Trainer(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
-        key = f"{self.settings.key_prefix}:trainer:{self.name}"
-        self.connection.set(key, json.dumps(offer(self.settings)), ex=max(60, (timeout or 0) + 30))
+        self.connection.set(
+            self.settings.keys.trainer(self.name), json.dumps(offer(self.settings)), ex=max(60, (timeout or 0) + 30)
+        )
 
     def register_death(self) -> None:
-        self.connection.delete(f"{self.settings.key_prefix}:trainer:{self.name}")
+        self.connection.delete(self.settings.keys.trainer(self.name))
         super().register_death()
 
 

@@ -295,7 +295,8 @@ def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
     single = score(scores, val_set.labels)
     tta = evaluate(model, val_set.images, val_set.labels, tta=True)
     temperature = fit_temperature(scores, val_set.labels)
-    before, after = reliability(scores, val_set.labels), reliability(calibrate(scores, temperature), val_set.labels)
+    calibrated = calibrate(scores, temperature)
+    before, after = reliability(scores, val_set.labels), reliability(calibrated, val_set.labels)
     history = read_history(run_dir / "history.csv")
     val_acc = history.get("val_accuracy", [])
     metrics = {
@@ -309,7 +310,7 @@ def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
         "calibration": {
             "temperature": temperature,
             "ece_before": expected_calibration_error(scores, val_set.labels),
-            "ece_after": expected_calibration_error(calibrate(scores, temperature), val_set.labels),
+            "ece_after": expected_calibration_error(calibrated, val_set.labels),
         },
     }
     reports.plot_history(history, run_dir / "history.png")
