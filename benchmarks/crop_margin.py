@@ -23,8 +23,8 @@ from clips import iou, make_clip, validation_faces
 
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
+from ingest.crop import crop_faces
 from workers.classify import load_classifier
-from workers.crop import crop_faces
 from workers.detection import make_detector
 
 SCALES = (0.9, 0.95, 1.0, 1.05, 1.1, 1.2)

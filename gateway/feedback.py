@@ -3,7 +3,7 @@
 Body: ``{"stream", "seq", "box": [x, y, w, h], "label", "predicted", "model_version"}``, the
 result the user marked wrong (box in source pixels, as in the result) and the right label. The
 face is cut from the frame it was seen in (kept by the stream's sampler, the last
-:data:`~gateway.sampler.FRAMES_KEPT`) the way workers cut faces (:func:`workers.crop.crop_face`),
+:data:`~gateway.sampler.FRAMES_KEPT`) the way workers cut faces (:func:`ingest.crop.crop_face`),
 and stored by :class:`training.feedback.FeedbackStore` in the ``<class>/`` layout a retraining
 job can include.
 
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 from aiohttp import web
+from training.feedback import FeedbackStore
 
 from emostream.labels import EMOTIONS
 from gateway import access
 from gateway.api import HUB, ApiError, json_object
 from gateway.sampler import FRAMES_KEPT
+from ingest.crop import crop_face
 from ingest.wire import Frame
-from training.feedback import FeedbackStore
-from workers.crop import crop_face
 
 routes = web.RouteTableDef()
 OFF = "feedback capture is off (the operator's EMOSTREAM_FEEDBACK switch); nothing was stored"

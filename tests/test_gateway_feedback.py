@@ -8,8 +8,8 @@ from gateway_helpers import ClipTrack, WireWorker, connect, run, serving
 
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
+from ingest.crop import crop_face
 from training.data import load_folder
-from workers.crop import crop_face
 
 
 async def post(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, dict]:

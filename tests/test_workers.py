@@ -13,10 +13,10 @@ from clips import iou, make_clip, validation_faces
 from factories import REPO, brightness, brightness_store, publish_brightness
 
 from emostream.config import Settings
+from ingest.crop import crop_face
 from ingest.wire import Frame, Result
 from workers.analysis import analyse
 from workers.classify import LiveModel, load_classifier
-from workers.crop import crop_face
 from workers.haar import HaarDetector
 from workers.tracking import FaceTracker
 from workers.worker import Worker

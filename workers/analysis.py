@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ingest.crop import crop_faces
 from ingest.wire import Face
 from workers.classify import Classifier
-from workers.crop import crop_faces
 from workers.detect import Box, Detector, FrameKey
 
 

@@ -2,7 +2,7 @@
 
 Two implementations: :mod:`workers.blazeface` (the default: a small DNN on LiteRT, with tiles for
 small faces) and :mod:`workers.haar` (OpenCV's Haar cascade). Both return boxes framed like a
-FER2013 image of the face, so one crop (:mod:`workers.crop`) serves both; ``detect_near`` is what
+FER2013 image of the face, so one crop (:mod:`ingest.crop`) serves both; ``detect_near`` is what
 :mod:`workers.tracking` calls to follow faces between frames.
 """
 

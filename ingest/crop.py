@@ -1,4 +1,5 @@
-"""Cutting detected faces out of frames the way FER2013's faces were cut.
+"""Cutting detected faces out of frames the way FER2013's faces were cut: the one crop that workers
+(faces to classify) and the gateway (a user's correction, stored as training data) share.
 
 Measured with ``benchmarks/crop_margin.py`` (240 FER2013 validation faces placed x4 on 640x480
 frames, the default Haar settings): the Haar box of a face covers the FER image itself (median
@@ -11,7 +12,9 @@ import cv2
 import numpy as np
 
 from emostream.labels import FACE_SIZE
-from workers.detect import Box
+
+Box = tuple[float, float, float, float]
+"""x, y, w, h in frame pixels (a detector's box, or one scaled back from source pixels)."""
 
 FER_BOX_SCALE = 1.0
 """Side of the FER2013 image relative to the Haar box of its face (measured)."""
