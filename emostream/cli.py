@@ -251,7 +251,7 @@ def _announce(settings: Settings, version: str) -> None:
     if settings.redis_url:
         import redis
 
-        from training.jobs import announce
+        from training.client import announce
 
         announce(redis.Redis.from_url(settings.redis_url), settings, version)
 

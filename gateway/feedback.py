@@ -4,23 +4,27 @@ Body: ``{"stream", "seq", "box": [x, y, w, h], "label", "predicted", "model_vers
 result the user marked wrong (box in source pixels, as in the result) and the right label. The
 face is cut from the frame it was seen in (kept by the stream's sampler, the last
 :data:`~gateway.sampler.FRAMES_KEPT`) the way workers cut faces (:func:`ingest.crop.crop_face`),
-and stored by :class:`training.feedback.FeedbackStore` in the ``<class>/`` layout a retraining
-job can include.
+and stored by :class:`FeedbackStore` as 48x48 crops in FER2013's ``<class>/`` folder layout, which a
+retraining job can add beside FER2013 (``emostream retrain --extra-train DIR``, or
+``"include_feedback"``): training reads the folder, never this module.
 
 Only while the operator's switch (``settings.feedback``) is on: otherwise every correction is
 answered 403 and nothing is stored; the samplers do not even keep frames.
 """
 
 import asyncio
+import json
 import math
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from aiohttp import web
-from training.feedback import FeedbackStore
 
-from emostream.labels import EMOTIONS
+from emostream.labels import EMOTIONS, FACE_SIZE
 from gateway import access
 from gateway.api import HUB, ApiError, json_object
 from gateway.sampler import FRAMES_KEPT
@@ -31,6 +35,59 @@ routes = web.RouteTableDef()
 OFF = "feedback capture is off (the operator's EMOSTREAM_FEEDBACK switch); nothing was stored"
 BOX_SLACK = 2
 """Frame pixels a box may reach past the frame's edges (boxes are rounded to source pixels)."""
+
+
+class FeedbackDisabled(PermissionError):
+    """Feedback capture is switched off: nothing is stored."""
+
+
+@dataclass(frozen=True)
+class FeedbackStore:
+    """Corrected faces under ``root``: ``<class>/feedback_*.png``, and ``feedback.jsonl`` saying what each
+    replaced; :meth:`add` refuses unless ``enabled`` (the operator's consent switch)."""
+
+    root: Path
+    enabled: bool = False
+
+    def add(self, face: np.ndarray, label: str, predicted: str, model_version: str) -> Path:
+        """Store one corrected face; returns the image's path."""
+        if not self.enabled:
+            raise FeedbackDisabled("feedback capture is off (the operator's EMOSTREAM_FEEDBACK switch)")
+        if label not in EMOTIONS:
+            raise ValueError(f"unknown label {label!r}; expected one of {list(EMOTIONS)}")
+        if face.shape != (FACE_SIZE, FACE_SIZE) or face.dtype != np.uint8:
+            raise ValueError(f"a feedback face is a {FACE_SIZE}x{FACE_SIZE} uint8 crop, got {face.dtype} {face.shape}")
+        folder = self.root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in EMOTIONS:  # the training loader wants every class folder, even empty
+            (self.root / name).mkdir(exist_ok=True)
+        name = f"feedback_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
+        path = folder / f"{name}.png"
+        tmp = folder / f".{name}.png.tmp"
+        ok, data = cv2.imencode(".png", face)
+        if not ok:
+            raise ValueError("could not encode the face as PNG")
+        tmp.write_bytes(data.tobytes())
+        tmp.rename(path)
+        with (self.root / "feedback.jsonl").open("a") as log:
+            log.write(
+                json.dumps(
+                    {
+                        "file": str(path.relative_to(self.root)),
+                        "label": label,
+                        "predicted": predicted,
+                        "model_version": model_version,
+                        "at": time.time(),
+                    }
+                )
+                + "\n"
+            )
+        return path
+
+    def count(self) -> dict[str, int]:
+        return {
+            name: len(list((self.root / name).glob("*.png"))) if (self.root / name).is_dir() else 0 for name in EMOTIONS
+        }
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Routes::
 
     GET    /api/training-jobs               every job (queued, started, finished, failed, canceled), newest first,
                                             and how many trainers are alive
-    POST   /api/training-jobs               a retraining spec (fields of training.jobs.RetrainSpec, plus
+    POST   /api/training-jobs               a retraining spec (fields of training.client.RetrainSpec, plus
                                             "include_feedback": true to train on the feedback dataset too) -> 201;
                                             400 for data outside EMOSTREAM_DATA_ROOTS or missing, 503 with no trainer
     GET    /api/training-jobs/{id}          status, per-epoch progress and metrics, the resulting version
@@ -14,7 +14,7 @@ Routes::
     POST   /api/models/{version}/promote    {"force": false}; 409 with the reason when refused
     POST   /api/models/rollback             back to the previously live version
 
-Jobs are RQ jobs run by ``emostream trainer`` (see :mod:`training.jobs`); RQ and the model store
+Jobs are RQ jobs run by ``emostream trainer`` (see :mod:`training.client`); RQ and the model store
 are synchronous, so every call runs in a thread. Neither imports TensorFlow, which the gateway
 never may (aiortc and TensorFlow in one process crash).
 """
@@ -32,11 +32,11 @@ from rq.job import Job
 
 from emostream.config import Settings
 from gateway.api import HUB, SYNC_REDIS, ApiError, json_object
+from gateway.feedback import FeedbackStore
 from model_store.card import model_card
 from model_store.errors import ModelStoreError, PromotionRefused, UnknownVersion
 from model_store.store import ModelStore
-from training.feedback import FeedbackStore
-from training.jobs import (
+from training.client import (
     NoTrainer,
     RetrainSpec,
     announce,

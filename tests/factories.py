@@ -17,7 +17,7 @@ from emostream.config import Settings
 from emostream.labels import EMOTIONS
 from model_store import Manifest, ModelStore
 from model_store.store import new_version_id
-from training.jobs import offers
+from training.client import offers
 
 REPO = Path(__file__).resolve().parent.parent
 FER_ROOT = REPO.parent / "shared" / "datasets" / "fer2013"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from gateway.feedback import FeedbackDisabled, FeedbackStore
 from training.data import load_folder
-from training.feedback import FeedbackDisabled, FeedbackStore
 
 
 def test_nothing_is_stored_while_the_switch_is_off(tmp_path):

@@ -13,8 +13,8 @@ from factories import brightness, brightness_store, fer_dataset, publish_brightn
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
+from training.client import announce, offers
 from training.data import load_folder
-from training.jobs import announce, offers
 from workers.classify import LiveModel
 from workers.haar import HaarDetector
 from workers.worker import Worker

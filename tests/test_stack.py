@@ -21,7 +21,7 @@ from emostream.config import Settings
 from emostream.redis_server import free_port
 from emostream.stack import EmbeddedStack, default_worker_count
 from ingest.wire import Frame
-from training.jobs import RetrainSpec, enqueue, list_jobs
+from training.client import RetrainSpec, enqueue, list_jobs
 
 
 def test_worker_count_fits_the_cores():

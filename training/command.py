@@ -38,7 +38,7 @@ def follow(client, job_id: str, epochs: int) -> dict:
     """Print a progress bar until the job ends; returns its final view."""
     from rq.job import Job
 
-    from training.jobs import describe
+    from training.client import describe
 
     job = Job.fetch(job_id, connection=client)
     while True:
@@ -51,7 +51,7 @@ def follow(client, job_id: str, epochs: int) -> dict:
 
 
 def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
-    from training.jobs import RetrainSpec, check_data, enqueue, offers
+    from training.client import RetrainSpec, check_data, enqueue, offers
 
     spec = RetrainSpec(
         data=args.data,
@@ -87,7 +87,7 @@ def _outcome(view: dict) -> str:
 def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     from rq.job import Job
 
-    from training.jobs import cancel, describe, list_jobs
+    from training.client import cancel, describe, list_jobs
 
     client = _client(settings)
     if args.action == "list":

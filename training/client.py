@@ -1,0 +1,187 @@
+"""The client side of retraining: queue, follow and cancel jobs on RQ's ``training`` queue.
+
+Everything an enqueuer needs (the gateway's API, ``emostream retrain``, ``jobs`` and ``models
+promote``): the job's spec, what live trainers offer, RQ's view of each job, and the announcement
+of a newly live version. It
+imports neither TensorFlow nor the job body: a job is queued by the dotted name of
+:func:`training.jobs.run_job`, which only a trainer (``emostream trainer``) imports and runs.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from emostream.config import Settings
+
+QUEUE = "training"
+POLICIES = ("auto", "manual")
+JOB_FUNCTION = "training.jobs.run_job"
+"""What a trainer runs for each job (imported there, by name, never here)."""
+
+
+@dataclass
+class RetrainSpec:
+    """What to train; the options of ``emostream train`` a user may set remotely."""
+
+    data: str = ""
+    """The dataset (default: the trainer's ``EMOSTREAM_DATA``); it must lie under ``EMOSTREAM_DATA_ROOTS``."""
+    architecture: str = "emonet"
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    limit: int | None = None
+    extra_train: list[str] = field(default_factory=list)
+    init_from_live: bool = False
+    """Fine-tune from the live model (its version becomes the parent) instead of from scratch."""
+    shadow: bool = False
+    """Before promotion, compare the candidate with the live model on the workers' live face sample."""
+    promotion: str = "auto"
+    """auto: promote when more accurate than live on validation; manual: publish only."""
+    timeout_s: int = 6 * 3600
+
+    def validate(self) -> None:
+        if self.promotion not in POLICIES:
+            raise ValueError(f"promotion must be one of {POLICIES}, not {self.promotion!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.timeout_s < 1:
+            raise ValueError("epochs, batch_size, learning_rate and timeout_s must be positive")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be positive")
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "RetrainSpec":
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown retraining option(s) {sorted(unknown)}")
+        try:
+            spec = cls(**raw)
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+        spec.validate()
+        return spec
+
+
+class NoTrainer(ValueError):
+    """No ``emostream trainer`` is alive to run a job."""
+
+
+def check_data(spec: RetrainSpec, offers: list[dict]) -> RetrainSpec:
+    """``spec`` with its dataset filled in, once a live trainer can read every path it names.
+
+    ``offers`` are the live trainers' :func:`offer` s (the enqueuer need not see the data itself).
+    Raises ``ValueError`` naming the setting to change, so a bad path is refused when the job is
+    queued rather than failing later; with no trainer alive, says how to start one.
+    """
+    if not offers:
+        raise NoTrainer(
+            "no trainer is running, so a job would wait forever: start `emostream trainer` on a host "
+            "that has the dataset (`emostream up` runs one)"
+        )
+    named, spec.data = spec.data, spec.data or offers[0]["data"]
+    roots = sorted({Path(root) for o in offers for root in o["roots"]})
+    resolved = {path: Path(path).expanduser().resolve() for path in [spec.data, *spec.extra_train]}
+    for path, kind in [(spec.data, "data"), *((extra, "extra_train") for extra in spec.extra_train)]:
+        if not any(resolved[path] == root or resolved[path].is_relative_to(root) for root in roots):
+            raise ValueError(
+                f"{kind} {path!r} is outside the folders trainers may read "
+                f"(EMOSTREAM_DATA_ROOTS: {', '.join(map(str, roots))})"
+            )
+    if not any(str(resolved[spec.data]) in o["datasets"] for o in offers):
+        default = "" if named else " (the trainer's EMOSTREAM_DATA: see the README on getting FER2013)"
+        raise ValueError(
+            f"no dataset at {spec.data}{default}: a trainer expects train/ and validation/ folders or a Kaggle CSV"
+        )
+    return spec
+
+
+def offers(client: redis.Redis, settings: Settings) -> list[dict]:
+    """The offers of every live trainer (each refreshes its own at every RQ heartbeat)."""
+    keys = list(client.scan_iter(settings.keys.trainer()))
+    return [json.loads(raw) for raw in client.mget(keys) if raw] if keys else []
+
+
+def cancel_key(settings: Settings, job_id: str) -> str:
+    return f"{settings.key_prefix}:training-cancel:{job_id}"
+
+
+def enqueue(client: redis.Redis, spec: RetrainSpec) -> Job:
+    """Queue a retraining job with an explicit timeout; failures stay in RQ's failed registry."""
+    spec.validate()
+    queue = Queue(QUEUE, connection=client)
+    return queue.enqueue_call(
+        JOB_FUNCTION,
+        args=(asdict(spec),),  # the spec only: the trainer uses its own settings, and no secret enters Redis
+        timeout=spec.timeout_s + 600,
+        result_ttl=7 * 86400,
+        failure_ttl=7 * 86400,
+        meta={"progress": [], "spec": asdict(spec)},
+        description=f"retrain {spec.architecture} for {spec.epochs} epochs",
+    )
+
+
+def cancel(client: redis.Redis, settings: Settings, job_id: str) -> Job:
+    """Cancel a queued job, or stop a running one at its next check (within a second or two)."""
+    job = Job.fetch(job_id, connection=client)
+    client.set(cancel_key(settings, job_id), "1", ex=86400)
+    if job.get_status() in ("queued", "scheduled", "deferred"):
+        job.cancel()
+    return job
+
+
+def describe(job: Job) -> dict:
+    """The JSON view of a job for the API and the CLI."""
+    status = job.get_status()  # before the rest: all a job saved before it ended is then read below
+    job.refresh()
+    cancelled = job.meta.get("phase") == "cancelled"
+    failure = job.latest_result() if job.is_failed else None  # one fetch of the stored exception
+    return {
+        "id": job.id,
+        "status": "canceled" if cancelled else str(status.value if hasattr(status, "value") else status),
+        "description": job.description,
+        "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "spec": job.meta.get("spec"),
+        "progress": job.meta.get("progress", []),
+        "phase": job.meta.get("phase"),
+        "version": job.meta.get("version"),
+        "promoted": job.meta.get("promoted"),
+        "shadow": job.meta.get("shadow"),
+        "error": job.meta.get("error") or _last_line(failure.exc_string if failure else None),
+    }
+
+
+def list_jobs(client: redis.Redis) -> list[dict]:
+    """Every job RQ still knows of on the training queue, newest first."""
+    queue = Queue(QUEUE, connection=client)
+    ids = list(
+        dict.fromkeys(
+            queue.job_ids
+            + queue.started_job_registry.get_job_ids()
+            + queue.finished_job_registry.get_job_ids()
+            + queue.failed_job_registry.get_job_ids()
+            + queue.canceled_job_registry.get_job_ids()
+        )
+    )
+    views = []
+    for job in Job.fetch_many(ids, connection=client):
+        if job is None:
+            continue
+        try:
+            views.append(describe(job))
+        except NoSuchJobError:  # expired meanwhile
+            continue
+    return sorted(views, key=lambda view: view["enqueued_at"] or "", reverse=True)
+
+
+def _last_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[-1] if text and text.strip() else None
+
+
+def announce(client: redis.Redis, settings: Settings, version: str) -> None:
+    """Tell running workers a new version is live (they also poll the live pointer)."""
+    client.publish(settings.keys.model_channel, json.dumps({"version": version}))
