@@ -1,4 +1,5 @@
-"""Real emostream processes for tests and benchmarks: a worker, started and awaited until ready."""
+"""Real emostream processes for tests and benchmarks: a worker, started and awaited until ready; and
+what a running process loaded (its native libraries, and the Python modules it imported by exit)."""
 
 import os
 import subprocess
@@ -10,6 +11,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+_REPORT_MODULES = """\
+import atexit, json, os, sys
+
+atexit.register(lambda: open(os.environ["MODULES_AT_EXIT"], "w").write(json.dumps(sorted(sys.modules))))
+"""
+
+
+def mapped(pid: int) -> str:
+    """The memory map of a running process, lower-cased: the native libraries it loaded."""
+    return Path(f"/proc/{pid}/maps").read_text().lower()
+
+
+def loads_tensorflow(pid: int) -> bool:
+    """Whether a running process has TensorFlow's native library mapped (importing Keras maps it too)."""
+    return "tensorflow" in mapped(pid)
+
+
+def modules_at_exit(folder: Path) -> tuple[dict[str, str], Path]:
+    """Environment that makes a Python child write every module name in its ``sys.modules`` (as JSON)
+    to the returned file when it exits normally (a ``sitecustomize`` in ``folder`` registers it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_REPORT_MODULES)
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "MODULES_AT_EXIT": str(folder / "modules.json")}, folder / "modules.json"
 
 
 @contextmanager

@@ -9,6 +9,7 @@ import pytest
 import redis
 from factories import fer_dataset, publish_brightness, trainer_process
 from gateway_helpers import GatewayProcess
+from processes import loads_tensorflow
 
 from emostream.config import Settings
 from model_store import ModelStore
@@ -70,11 +71,6 @@ def wait_for(url: str, done, what: str, timeout: float = JOB_S) -> dict:
         time.sleep(1)
 
 
-def loaded_tensorflow(pid: int) -> bool:
-    with open(f"/proc/{pid}/maps") as maps:
-        return "tensorflow" in maps.read()
-
-
 def test_a_job_started_through_the_api_reports_progress_publishes_and_promotes(env, trainer, tiny_fer):
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     seeded = publish(store, accuracy=0.0, live=True)
@@ -91,7 +87,7 @@ def test_a_job_started_through_the_api_reports_progress_publishes_and_promotes(e
         listed = call("GET", jobs)
         models = call("GET", f"{gateway.url}/api/models")
         ended_cancel = call("DELETE", f"{jobs}/{queued['id']}")
-        tensorflow = loaded_tensorflow(gateway.process.pid)
+        tensorflow = loads_tensorflow(gateway.process.pid)
 
     # the trainer may already have taken it by the time the API describes it
     assert (

@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from clips import validation_faces
 from factories import REPO, brightness_store, publish_brightness
-from processes import ready_worker
+from processes import loads_tensorflow, mapped, modules_at_exit, ready_worker
 
 from emostream.labels import EMOTIONS
 from model_store import CorruptVersion, ModelStore
@@ -122,11 +121,14 @@ def test_expected_calibration_error_by_hand():
 
 
 def test_a_worker_process_loads_no_tensorflow_and_gets_ready(redis_server, tmp_path):
-    env = {"REDIS_URL": redis_server.url, "EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    probe, report = modules_at_exit(tmp_path / "probe")
+    env = {"REDIS_URL": redis_server.url, "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), **probe}
     with ready_worker(env) as (worker, _):
-        maps = Path(f"/proc/{worker.pid}/maps").read_text().lower()
-    assert "tensorflow" not in maps and "libtensorflow" not in maps
+        tensorflow, maps = loads_tensorflow(worker.pid), mapped(worker.pid)
+    assert not tensorflow
     assert "litert" in maps or "tflite" in maps or "ai_edge_litert" in maps
+    imported = json.loads(report.read_text())
+    assert "workers.worker" in imported and not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
 def test_serving_modules_import_no_tensorflow(tmp_path):
