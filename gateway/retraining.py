@@ -33,13 +33,13 @@ from rq.job import Job
 from emostream.config import Settings
 from gateway.api import HUB, SYNC_REDIS, ApiError, json_object
 from gateway.feedback import FeedbackStore
+from model_store.announcement import announce
 from model_store.card import model_card
 from model_store.errors import ModelStoreError, PromotionRefused, UnknownVersion
 from model_store.store import ModelStore
 from training.client import (
     NoTrainer,
     RetrainSpec,
-    announce,
     cancel,
     check_data,
     describe,

@@ -13,7 +13,8 @@ from factories import brightness, brightness_store, fer_dataset, publish_brightn
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
-from training.client import announce, offers
+from model_store.announcement import announce
+from training.client import offers
 from training.data import load_folder
 from workers.classify import LiveModel
 from workers.haar import HaarDetector

@@ -1,8 +1,7 @@
 """The client side of retraining: queue, follow and cancel jobs on RQ's ``training`` queue.
 
-Everything an enqueuer needs (the gateway's API, ``emostream retrain``, ``jobs`` and ``models
-promote``): the job's spec, what live trainers offer, RQ's view of each job, and the announcement
-of a newly live version. It
+Everything an enqueuer needs (the gateway's API, ``emostream retrain`` and ``emostream jobs``):
+the job's spec, what live trainers offer, and RQ's view of each job. It
 imports neither TensorFlow nor the job body: a job is queued by the dotted name of
 :func:`training.jobs.run_job`, which only a trainer (``emostream trainer``) imports and runs.
 """
@@ -180,8 +179,3 @@ def list_jobs(client: redis.Redis) -> list[dict]:
 
 def _last_line(text: str | None) -> str | None:
     return text.strip().splitlines()[-1] if text and text.strip() else None
-
-
-def announce(client: redis.Redis, settings: Settings, version: str) -> None:
-    """Tell running workers a new version is live (they also poll the live pointer)."""
-    client.publish(settings.keys.model_channel, json.dumps({"version": version}))

@@ -1,11 +1,226 @@
-"""``emostream trainer``, ``emostream retrain`` and ``emostream jobs``: retraining through RQ."""
+"""Training's commands: ``train`` and ``evaluate``; the ``models`` actions that need training's code
+(``publish``, ``convert``, ``shadow``); and retraining through RQ: ``trainer``, ``retrain``, ``jobs``.
+
+TensorFlow is imported inside the commands that need it, never by this module.
+"""
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from emostream.config import Settings
+from model_store.manifest import MODEL_FILE, SERVING_FILE
+
+DEFAULT_DATA = "../shared/datasets/fer2013"
+
+
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from training.pipeline import Augmentation
+    from training.train import TrainConfig, train
+
+    def model_file(name: str) -> str:
+        """A ``.keras`` file as given, or the model file of a store version."""
+        return name if Path(name).is_file() else str(settings.model_store().path(name) / MODEL_FILE)
+
+    parent = None
+    if args.init_from and not Path(args.init_from).is_file():
+        parent = args.init_from
+    args.init_from = args.init_from and model_file(args.init_from)
+    if args.resume:
+        config = TrainConfig.from_json(json.loads((Path(args.resume) / "config.json").read_text()))
+    else:
+        config = TrainConfig(
+            data=args.data,
+            val_data=args.val_data,
+            run_dir=args.run_dir or str(settings.runs_dir / args.arch),
+            architecture=args.arch,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            schedule=args.schedule,
+            warmup_epochs=args.warmup_epochs,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            label_smoothing=args.label_smoothing,
+            augmentation=Augmentation(
+                flip=not args.no_flip,
+                shift=args.shift,
+                rotation=args.rotation,
+                zoom=args.zoom,
+                erasing=args.erasing,
+                mixup=args.mixup,
+            ),
+            class_weights=args.class_weights,
+            patience=args.patience,
+            seed=args.seed,
+            limit=args.limit,
+            extra_train=args.extra_train,
+            init_from=args.init_from,
+            parent=parent,
+            skip_bad=args.skip_bad,
+            teachers=[model_file(name) for name in args.teacher.split(",")] if args.teacher else [],
+            teacher_temperature=args.teacher_temperature,
+            teacher_weight=args.teacher_weight,
+        )
+    result = train(config)
+    val = result.metrics["validation"]
+    print(
+        f"best model {result.model_path}: validation accuracy {val['accuracy']:.4f} "
+        f"(flip TTA {result.metrics['validation_tta']['accuracy']:.4f}), macro F1 {val['macro_f1']:.4f}"
+    )
+    if args.publish:
+        from training.publish import publish_run
+
+        manifest = publish_run(settings.model_store(), result.run_dir, promote=args.promote, force=args.force)
+        print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (resumable) and write its run artifacts")
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset root (train/, validation/) or Kaggle CSV")
+    p.add_argument("--val-data", help="validation source if not inside --data")
+    p.add_argument("--arch", default="emonet", help="architecture name (emonet, tutorial)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--schedule", default="cosine", choices=("cosine", "plateau", "constant"))
+    p.add_argument("--warmup-epochs", type=int, default=2)
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd"))
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--shift", type=float, default=0.1)
+    p.add_argument("--rotation", type=float, default=10.0)
+    p.add_argument("--zoom", type=float, default=0.1)
+    p.add_argument("--erasing", type=float, default=0.5, help="random-erasing probability")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta parameter (0: off)")
+    p.add_argument("--class-weights", action="store_true", help="weight the loss against class imbalance")
+    p.add_argument("--patience", type=int, default=12, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--limit", type=int, help="use at most N images per split")
+    p.add_argument("--extra-train", action="append", default=[], help="extra <class>/ folder for training")
+    p.add_argument("--init-from", help="start from a model version or .keras file (same architecture)")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images or rows")
+    p.add_argument(
+        "--teacher",
+        metavar="VERSION[,VERSION...]",
+        help="distil: train on the mean flip-TTA scores of these versions or .keras files",
+    )
+    p.add_argument("--teacher-temperature", type=float, default=1.0, help="softens the teachers' scores (default 1)")
+    p.add_argument("--teacher-weight", type=float, default=0.7, help="share of the soft target (default 0.7)")
+    p.add_argument("--run-dir", help="run directory (default: $EMOSTREAM_RUNS/<arch>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved configuration")
+    p.add_argument("--publish", action="store_true", help="publish the best model into the model store")
+    p.add_argument("--promote", action="store_true", help="with --publish: make it the live version")
+    p.add_argument("--force", action="store_true", help="with --promote: even if less accurate than live")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from training.data import load_csv, load_folder
+    from training.evaluation import evaluate
+
+    loaded = settings.model_store().load(args.model)  # before reading data: fail fast on a bad version
+    source = Path(args.data)
+    faces = (
+        load_csv(source, args.split, skip_bad=args.skip_bad)
+        if source.is_file()
+        else load_folder(source, skip_bad=args.skip_bad)
+    )
+    result = evaluate(loaded.model, faces.images, faces.labels, tta=args.tta, temperature=loaded.manifest.temperature)
+    result = {
+        "model_version": loaded.version,
+        "data": faces.source,
+        "tta": args.tta,
+        "temperature": loaded.manifest.temperature,
+        "skipped": len(faces.skipped),
+        **result,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from training.reports import classification_report
+
+        print(f"model {loaded.version} on {faces.source}" + (" with flip TTA" if args.tta else ""))
+        print(classification_report(result), end="")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a model version on labelled faces")
+    p.add_argument("--data", required=True, help="folder of <class>/ subfolders, or a Kaggle CSV")
+    p.add_argument("--split", help="CSV rows to use: train, validation, test (default: all rows)")
+    p.add_argument("--model", help="model version (default: the live one)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images or rows")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from training.shadow import compare, sampled_faces
+
+    url = settings.require_redis_url("the live face sample is in the shared Redis")
+    raw = redis.Redis.from_url(url).lrange(settings.keys.face_sample, 0, -1)
+    print(json.dumps(compare(settings.model_store(), args.version, sampled_faces(raw), args.against)))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    import keras
+
+    from training.data import load
+    from training.publish import serving_form
+
+    store = settings.model_store()
+    validation = load(args.data, "validation")
+    for version in args.versions or store.versions():
+        if SERVING_FILE in store.manifest(version).files:
+            print(f"{version}: has {SERVING_FILE}")
+            continue
+        serving = serving_form(keras.models.load_model(store.path(version) / MODEL_FILE, compile=False), validation)
+        store.add_serving(version, serving.tflite, serving.temperature, serving.metrics)
+        print(f"{version}: added {SERVING_FILE}, temperature {serving.temperature:.2f}, {serving.metrics}")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from training.publish import publish_run
+
+    manifest = publish_run(
+        settings.model_store(), args.run_dir, promote=args.promote, force=args.force, parent=args.parent
+    )
+    print(f"published {manifest.version}" + (" (live)" if args.promote else ""))
+    return 0
+
+
+def add_model_actions(actions: argparse._SubParsersAction) -> None:
+    """The actions of ``emostream models`` that need training's code (see :mod:`model_store.command`)."""
+    shadow = actions.add_parser("shadow", help="compare a version with the live one on recent live faces (JSON)")
+    shadow.add_argument("version")
+    shadow.add_argument("--against", help="reference version (default: the live one)")
+    shadow.set_defaults(func=_cmd_shadow)
+    convert = actions.add_parser(
+        "convert", help="add the LiteRT file workers run to versions published without one (needs TensorFlow)"
+    )
+    convert.add_argument("versions", nargs="*", metavar="VERSION", help="default: every version")
+    convert.add_argument(
+        "--data", default=DEFAULT_DATA, help="dataset whose validation split fits the temperature and scores the file"
+    )
+    convert.set_defaults(func=_cmd_convert)
+    publish = actions.add_parser("publish", help="publish a training run's best model")
+    publish.add_argument("run_dir", help="run directory of `emostream train` (finished or not)")
+    publish.add_argument("--promote", action="store_true", help="make it the live version")
+    publish.add_argument("--force", action="store_true", help="promote even if less accurate than live")
+    publish.add_argument(
+        "--parent", help="the version the run was fine-tuned from (default: the one its --init-from named)"
+    )
+    publish.set_defaults(func=_cmd_publish)
 
 
 def _client(settings: Settings):
@@ -100,6 +315,13 @@ def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """``train`` and ``evaluate``."""
+    _add_train(sub)
+    _add_evaluate(sub)
+
+
+def add_retraining(sub: argparse._SubParsersAction) -> None:
+    """``trainer``, ``retrain`` and ``jobs``."""
     p = sub.add_parser("trainer", help="run an RQ worker (non-forking) for retraining jobs")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)")

@@ -25,8 +25,9 @@ from rq import Queue, SimpleWorker, get_current_job
 from rq.job import Job
 
 from emostream.config import Settings
+from model_store.announcement import announce
 from model_store.errors import PromotionRefused
-from training.client import QUEUE, RetrainSpec, announce, cancel_key
+from training.client import QUEUE, RetrainSpec, cancel_key
 from training.history import read_history
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,88 @@
+"""``emostream up``: everything on this machine (Redis unless ``REDIS_URL``, gateway, workers, a trainer)
+as one supervised :class:`~emostream.stack.EmbeddedStack`, until Ctrl-C."""
+
+import argparse
+import sys
+from contextlib import ExitStack
+
+from emostream.config import Settings
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from emostream.stack import EmbeddedStack
+    from gateway.access import check_exposure
+    from gateway.command import check_port
+
+    settings = settings.replace(host=args.host, port=args.port)
+    check_exposure(settings)  # before starting anything
+    check_port(settings)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    with (
+        EmbeddedStack(
+            settings, workers=args.workers or 0, gateway=True, trainer=True, persist=not args.ephemeral
+        ) as stack,
+        ExitStack() as extras,
+    ):
+        workers = sum(name.startswith("worker-") for name in stack.children)
+        page = f"http://{settings.host}:{settings.port}/"
+        print(
+            f"emostream is up: open {page}  (Redis {stack.settings.redis_url}, "
+            f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
+            flush=True,
+        )
+        if settings.token or settings.admin_token:  # the address alone answers 401: say how to log in
+            print(
+                f"log in once at {page}?token=TOKEN with EMOSTREAM_TOKEN (cameras) or EMOSTREAM_ADMIN_TOKEN "
+                "(operators) as TOKEN; the browser keeps it as a cookie",
+                flush=True,
+            )
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        print(
+            f"metrics: http://{host}:{settings.port}/metrics; every process's metrics address (Prometheus "
+            f"http_sd_configs): http://{host}:{settings.port}/api/targets",
+            flush=True,
+        )
+        if args.prometheus:
+            import tempfile
+
+            from emostream.prometheus import start_prometheus
+
+            data_dir = extras.enter_context(tempfile.TemporaryDirectory(prefix="emostream-prometheus-"))
+            prometheus = start_prometheus(f"http://{host}:{settings.port}", args.prometheus, data_dir)
+            extras.callback(prometheus.wait, 20)
+            extras.callback(prometheus.terminate)
+            stack.children["prometheus"] = prometheus
+            print(f"Prometheus: http://127.0.0.1:{args.prometheus}/", flush=True)
+        while not stopping.wait(1.0):
+            try:
+                stack.supervise()
+            except RuntimeError as err:
+                print(f"emostream up: error: {err}; stopping", file=sys.stderr)
+                return 1
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="run everything on this machine: Redis (unless REDIS_URL), gateway, workers")
+    p.add_argument("--host", help="gateway address (default 127.0.0.1; EMOSTREAM_HOST)")
+    p.add_argument("--port", type=int, help="gateway port (default 8080; EMOSTREAM_PORT)")
+    p.add_argument("--workers", type=int, help="worker processes (default: as many as fit the cores)")
+    p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="a throwaway private Redis (default: its data, the job history, kept in EMOSTREAM_REDIS_DIR)",
+    )
+    p.add_argument(
+        "--prometheus",
+        nargs="?",
+        const=9090,
+        type=int,
+        metavar="PORT",
+        help="also run a local Prometheus (deploy/prometheus/ config) on PORT (default 9090); needs `prometheus`",
+    )
+    p.set_defaults(func=_cmd_up)
