@@ -46,12 +46,12 @@ def fer_dataset(root: Path, train_per_class: int, val_per_class: int) -> Path:
     return root
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m emostream.cli ARGS`` with ``env`` added, its output captured."""
+def run_cli(*args: str, env: dict[str, str | None], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m emostream.cli ARGS`` with ``env`` added (a variable set to None: removed), its output captured."""
     return subprocess.run(
         [sys.executable, "-m", "emostream.cli", *args],
         cwd=REPO,
-        env={**os.environ, **env},
+        env={name: value for name, value in {**os.environ, **env}.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=timeout,

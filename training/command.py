@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from emostream import logs
 from emostream.config import Settings
 from model_store.manifest import MODEL_FILE, SERVING_FILE
 
@@ -17,6 +18,7 @@ DEFAULT_DATA = "../shared/datasets/fer2013"
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    logs.start_tensorflow()
     from training.pipeline import Augmentation
     from training.train import TrainConfig, train
 
@@ -120,6 +122,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    logs.start_tensorflow()
     from training.data import load_csv, load_folder
     from training.evaluation import evaluate
 
@@ -161,6 +164,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    logs.start_tensorflow()
     import redis
 
     from training.shadow import compare, sampled_faces
@@ -172,6 +176,7 @@ def _cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    logs.start_tensorflow()
     import keras
 
     from training.data import load
@@ -190,6 +195,7 @@ def _cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    logs.start_tensorflow()
     from training.publish import publish_run
 
     manifest = publish_run(

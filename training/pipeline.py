@@ -96,11 +96,12 @@ def augment(images: tf.Tensor, labels: tf.Tensor, aug: Augmentation) -> tuple[tf
 def _tensors(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
     """Float faces with one-hot targets; ``labels`` are class indices ``(N,)`` or distributions ``(N, 7)``."""
     x = images.reshape(-1, FACE_SIZE, FACE_SIZE, 1)
-    target = (lambda y: tf.cast(y, tf.float32)) if labels.ndim == 2 else (lambda y: tf.one_hot(y, NUM_CLASSES))
-    return tf.data.Dataset.from_tensor_slices((x, labels)).map(
-        lambda img, y: (tf.cast(img, tf.float32), target(y)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    soft = labels.ndim == 2
+
+    def example(img: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(img, tf.float32), tf.cast(y, tf.float32) if soft else tf.one_hot(y, NUM_CLASSES)
+
+    return tf.data.Dataset.from_tensor_slices((x, labels)).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def training_dataset(

@@ -280,6 +280,7 @@ def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult
         training_dataset(train_set.images, targets, batch_size, config.augmentation, config.seed),
         validation_data=evaluation_dataset(val_set.images, val_set.labels, 256),
         epochs=config.epochs,
+        shuffle=False,  # the dataset reshuffles itself every epoch
         class_weight=_class_weights(train_set.labels) if config.class_weights else None,
         callbacks=callbacks,
         verbose=1 if log.isEnabledFor(logging.INFO) else 2,

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emostream import logs
 from emostream.config import Settings
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,11 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
 
     client = redis.Redis.from_url(settings.redis_url)
     metrics = Metrics()
-    model = LiveModel(settings.model_store(), settings.runtime, threads)
-    detector = make_detector(settings, threads, on_pass=lambda kind: metrics.detection_passes.labels(kind=kind).inc())
+    with logs.quiet_native_start():
+        model = LiveModel(settings.model_store(), settings.runtime, threads)
+        detector = make_detector(
+            settings, threads, on_pass=lambda kind: metrics.detection_passes.labels(kind=kind).inc()
+        )
 
     def ready() -> str | None:
         try:
@@ -98,8 +102,9 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         paths.append(path)
         grays.append(image)
     settings = settings.replace(detector=args.detector, detect_width=args.detect_width)
-    classifier = load_classifier(settings.model_store(), args.model, settings.runtime)
-    detector = make_detector(settings, track=False)
+    with logs.quiet_native_start():
+        classifier = load_classifier(settings.model_store(), args.model, settings.runtime)
+        detector = make_detector(settings, track=False)
     analysis = analyse(grays, [1.0] * len(grays), detector, classifier)
     report = [
         {"image": p, "model_version": classifier.version, "faces": [vars(f) for f in faces]}
