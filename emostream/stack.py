@@ -7,7 +7,6 @@ from a process that imported TensorFlow) and configured through ``Settings.to_en
 gateway first (it drains its streams), then workers and trainer, then Redis, each bounded.
 """
 
-import json
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ import redis
 
 from emostream.config import Settings
 from emostream.redis_server import RedisServer
+from ingest.keys import live_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ class EmbeddedStack:
             client.close()
 
     def live_workers(self, client: redis.Redis, max_age: float = 5.0) -> list[dict]:
-        beats = [json.loads(v) for v in client.hgetall(self.settings.keys.workers).values()]
-        return [b for b in beats if time.time() - b["ts"] < max_age]
+        return list(live_heartbeats(client.hgetall(self.settings.keys.workers), time.time(), max_age).values())
 
     def dead_children(self) -> list[str]:
         return [name for name, child in self.children.items() if child.poll() is not None]

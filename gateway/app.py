@@ -42,6 +42,7 @@ from gateway.api import HUB, SYNC_REDIS, ApiError, Handler
 from gateway.hub import ClientLimit, GatewayFull, Hub
 from gateway.overlay import css_colors
 from gateway.session import OfferError
+from ingest.keys import live_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +194,8 @@ async def targets(request: web.Request) -> web.Response:
     except (aioredis.RedisError, OSError, TimeoutError) as err:
         raise ApiError(503, f"Redis unreachable: {err!r}") from None  # Prometheus keeps its last list
     now = seconds + micros / 1e6  # heartbeats are stamped by Redis's clock: hosts' clocks may differ
-    for raw in beats.values():
-        try:
-            beat = json.loads(raw)
-            fresh = now - float(beat["ts"]) < WORKER_MAX_AGE
-        except (ValueError, TypeError, KeyError):
-            continue
-        if fresh and beat.get("role", "worker") == "worker" and beat.get("metrics"):
+    for beat in live_heartbeats(beats, now, WORKER_MAX_AGE).values():
+        if beat.get("role", "worker") == "worker" and beat.get("metrics"):
             listed.append({"targets": [beat["metrics"]], "labels": {"role": "worker", "worker": str(beat["name"])}})
     return web.json_response(listed)
 

@@ -1,5 +1,7 @@
-"""Every Redis key and channel name emostream uses, in one place."""
+"""Every Redis key and channel name emostream uses, in one place; and how to read the heartbeats in
+:attr:`Keys.workers`, which workers write and the gateway, the stack and other workers read."""
 
+import json
 from dataclasses import dataclass
 
 
@@ -27,7 +29,7 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        """Hash of live processes' metrics endpoints, refreshed by heartbeats."""
+        """Hash of live processes' metrics endpoints, refreshed by heartbeats (see :func:`live_heartbeats`)."""
         return f"{self.prefix}:workers"
 
     @property
@@ -38,3 +40,22 @@ class Keys:
     def trainer(self, name: str = "*") -> str:
         """A live trainer's offer of the data it can read (``*``: the pattern matching every one)."""
         return f"{self.prefix}:trainer:{name}"
+
+
+def live_heartbeats(entries: dict, now: float, max_age: float) -> dict:
+    """The entries of the :attr:`Keys.workers` hash (name -> JSON) stamped less than ``max_age`` seconds
+    before ``now``, each as a dict (``name``, ``ts``, ``metrics``, ``role``, ...; ``ts`` a float).
+
+    ``now`` must be on the clock the entries are stamped with (workers stamp Redis's clock); an
+    entry nobody can read counts as expired.
+    """
+    live = {}
+    for name, raw in entries.items():
+        try:
+            beat = json.loads(raw)
+            beat["ts"] = float(beat["ts"])
+        except (ValueError, TypeError, KeyError):
+            continue
+        if now - beat["ts"] < max_age:
+            live[name] = beat
+    return live

@@ -34,6 +34,7 @@ import redis
 
 from emostream.config import Settings
 from emostream.metrics import Metrics
+from ingest.keys import live_heartbeats
 from ingest.wire import WIRE_VERSION, Frame, Result, WireError
 from workers.analysis import analyse
 from workers.classify import LiveModel
@@ -251,11 +252,8 @@ class Worker:
         now = self.redis_now()
         self._beats += 1
         if self._beats % PRUNE_EVERY == 1:
-            expired = [
-                name
-                for name, raw in self.redis.hgetall(self.keys.workers).items()
-                if now - _beat_time(raw) > BEAT_EXPIRE_S
-            ]
+            entries = self.redis.hgetall(self.keys.workers)
+            expired = set(entries) - set(live_heartbeats(entries, now, BEAT_EXPIRE_S))
             if expired:
                 self.redis.hdel(self.keys.workers, *expired)
         beat = {
@@ -332,11 +330,3 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
-
-
-def _beat_time(raw: bytes) -> float:
-    """A heartbeat's time; an unreadable entry counts as expired."""
-    try:
-        return float(json.loads(raw)["ts"])
-    except (ValueError, TypeError, KeyError):
-        return 0.0
