@@ -10,6 +10,7 @@ from pathlib import Path
 
 from emostream import logs
 from emostream.config import Settings
+from workers.detection import DETECTORS
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-frames", type=int, help=f"frames per read (default {defaults.batch_frames})")
     p.add_argument("--batch-wait-ms", type=int, help=f"wait to fill a batch (default {defaults.batch_wait_ms})")
     p.add_argument("--max-frame-age", type=float, help=f"latency budget in s (default {defaults.max_frame_age})")
-    p.add_argument("--detector", choices=("blazeface", "haar"), help=f"face detector (default {defaults.detector})")
+    p.add_argument("--detector", choices=sorted(DETECTORS), help=f"face detector (default {defaults.detector})")
     p.add_argument(
         "--detect-tiles", type=int, help=f"BlazeFace: N x N tiles for small faces (default {defaults.detect_tiles})"
     )
@@ -147,7 +148,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="label the faces of image files in-process")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", help="model version (default: the live one)")
-    p.add_argument("--detector", choices=("blazeface", "haar"), help="face detector (default: EMOSTREAM_DETECTOR)")
+    p.add_argument("--detector", choices=sorted(DETECTORS), help="face detector (default: EMOSTREAM_DETECTOR)")
     p.add_argument("--detect-width", type=int, help="Haar: detection width (default: EMOSTREAM_DETECT_WIDTH)")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.set_defaults(func=_cmd_predict)
