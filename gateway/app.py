@@ -5,7 +5,8 @@ Routes::
     GET    /                    the page (gateway/static/index.html); /?autostart=1 starts the default camera
     GET    /static/...          its scripts and styles
     GET    /api/config          ICE servers, sampling settings and the feedback switch for the page
-    POST   /api/offer           {"sdp", "type": "offer"} -> {"sdp", "type": "answer", "stream"}
+    POST   /api/offer           {"sdp", "type": "offer", "return_video"?} -> {"sdp", "type": "answer", "stream",
+                                "key", "return_video"}
     GET    /api/streams         this gateway's open streams and their counters
     DELETE /api/streams/{id}    close one stream
     GET    /api/targets         metrics endpoints of this gateway and every live worker (Prometheus HTTP SD)
@@ -81,17 +82,24 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def check_offer(body: object) -> RTCSessionDescription:
-    """The offer in a request body; :class:`ApiError` 400 names what is wrong with it."""
+def check_offer(body: object) -> tuple[RTCSessionDescription, bool]:
+    """The offer in a request body and whether to send labelled video back; :class:`ApiError` 400
+    names what is wrong with it. A camera offered send-only gets no video back, as with
+    ``"return_video": false`` (the browser then draws the labels itself)."""
     if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
         raise ApiError(400, 'expected a JSON object {"sdp": "...", "type": "offer"}')
+    return_video = body.get("return_video", True)
+    if not isinstance(return_video, bool):
+        raise ApiError(400, f'"return_video" must be true or false, not {return_video!r}')
     try:
-        kinds = [media.kind for media in SessionDescription.parse(body["sdp"]).media]
+        media = SessionDescription.parse(body["sdp"]).media
     except Exception as err:  # aiortc's parser raises whatever the text trips over
         raise ApiError(400, f"malformed SDP: {err!r}") from None
+    kinds = [m.kind for m in media]
     if kinds.count("video") != 1 or not set(kinds) <= {"video", "application"}:
         raise ApiError(400, f"the offer must have one video track and may have a data channel, not {kinds}")
-    return RTCSessionDescription(body["sdp"], "offer")
+    video = next(m for m in media if m.kind == "video")
+    return RTCSessionDescription(body["sdp"], "offer"), return_video and video.direction != "sendonly"
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -130,9 +138,9 @@ async def offer(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "the body is not valid JSON") from None
-    description = check_offer(body)
+    description, return_video = check_offer(body)
     try:
-        session, answer = await asyncio.wait_for(hub.open(description, client), OFFER_TIMEOUT)
+        session, answer = await asyncio.wait_for(hub.open(description, client, return_video), OFFER_TIMEOUT)
     except GatewayFull as err:
         raise ApiError(503, str(err)) from None
     except ClientLimit as err:
@@ -141,7 +149,15 @@ async def offer(request: web.Request) -> web.Response:
         raise ApiError(400, str(err)) from None
     except TimeoutError:
         raise ApiError(504, "timed out answering the offer") from None
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": session.stream, "key": session.key})
+    return web.json_response(
+        {
+            "sdp": answer.sdp,
+            "type": answer.type,
+            "stream": session.stream,
+            "key": session.key,
+            "return_video": session.return_video,
+        }
+    )
 
 
 async def openapi(request: web.Request) -> web.FileResponse:

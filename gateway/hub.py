@@ -67,8 +67,10 @@ class Hub:
                 self.metrics.queue_length.set(await self.redis.xlen(self.settings.keys.frames))
             await asyncio.sleep(QUEUE_POLL_S)
 
-    async def open(self, offer: RTCSessionDescription, client: str = "") -> tuple[Session, RTCSessionDescription]:
-        """A new session answering ``offer`` from address ``client``.
+    async def open(
+        self, offer: RTCSessionDescription, client: str = "", return_video: bool = True
+    ) -> tuple[Session, RTCSessionDescription]:
+        """A new session answering ``offer`` from address ``client`` (with labelled video unless not ``return_video``).
 
         Raises :class:`GatewayFull`, :class:`ClientLimit` or :class:`~gateway.session.OfferError`.
         """
@@ -78,7 +80,9 @@ class Hub:
         if sum(s.client == client for s in self.sessions.values()) >= limit:
             raise ClientLimit(f"a client may have at most {limit} streams open")
         stream = f"{self.id}-{secrets.token_hex(8)}"  # unguessable: another client cannot name it
-        session = Session(stream, self.reply, self.settings, self.redis, self.metrics, self._closed, client)
+        session = Session(
+            stream, self.reply, self.settings, self.redis, self.metrics, self._closed, client, return_video
+        )
         self.sessions[session.stream] = session
         self.metrics.active_streams.set(len(self.sessions))
         answer = await session.accept(offer)

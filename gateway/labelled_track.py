@@ -13,11 +13,22 @@ from ingest.wire import Face, Result
 
 
 def render(
-    frame: VideoFrame, reformatter: VideoReformatter, faces: Sequence[Face], scale: float, stale: bool
+    frame: VideoFrame,
+    reformatters: tuple[VideoReformatter, VideoReformatter],
+    faces: Sequence[Face],
+    scale: float,
+    stale: bool,
 ) -> VideoFrame:
-    """A copy of ``frame`` with ``faces`` drawn (CPU work: run it in a thread)."""
-    image = reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
-    labelled = VideoFrame.from_ndarray(draw(image, faces, scale, stale), format="bgr24")
+    """A copy of ``frame`` with ``faces`` drawn, in the encoder's ``yuv420p`` (CPU work: run it in a thread).
+
+    ``reformatters`` (to BGR, back to YUV) keep their conversion contexts from frame to frame: the
+    encoder would otherwise build and free one for every frame it is given in another format.
+    """
+    to_bgr, to_yuv = reformatters
+    image = to_bgr.reformat(frame, format="bgr24", threads=1).to_ndarray()
+    labelled = to_yuv.reformat(
+        VideoFrame.from_ndarray(draw(image, faces, scale, stale), format="bgr24"), format="yuv420p", threads=1
+    )
     labelled.pts, labelled.time_base = frame.pts, frame.time_base
     return labelled
 
@@ -37,7 +48,7 @@ class LabelledTrack(MediaStreamTrack):
         self.max_age = max_age
         self._result: Result | None = None
         self._source_width = 0
-        self._reformatter = VideoReformatter()
+        self._reformatters = (VideoReformatter(), VideoReformatter())
 
     def show(self, result: Result, source_width: int) -> None:
         """Draw ``result`` (boxes in pixels of a ``source_width``-wide frame) unless a newer one is shown."""
@@ -53,7 +64,7 @@ class LabelledTrack(MediaStreamTrack):
         if age > self.max_age:
             return frame
         scale = frame.width / self._source_width
-        return await asyncio.to_thread(render, frame, self._reformatter, result.faces, scale, age > self.max_age / 2)
+        return await asyncio.to_thread(render, frame, self._reformatters, result.faces, scale, age > self.max_age / 2)
 
     def stop(self) -> None:
         super().stop()

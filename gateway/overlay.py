@@ -29,7 +29,7 @@ def css_colors() -> dict[str, str]:
 
 
 def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale: bool = False) -> np.ndarray:
-    """Draw each face's box and label onto ``frame_bgr`` in place and return it.
+    """Draw each face's box and shown (smoothed, when tracked) label onto ``frame_bgr`` in place and return it.
 
     ``scale`` maps the boxes' source pixels to this frame's pixels (the sender may change resolution).
     """
@@ -43,9 +43,10 @@ def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale
         x1, y1 = min(max(x + w, 0), width - 1), min(max(y + h, 0), height - 1)
         if x1 <= x0 or y1 <= y0:
             continue
-        color = STALE_COLOR if stale else COLORS.get(face.label, STALE_COLOR)
+        label, score = face.shown
+        color = STALE_COLOR if stale else COLORS.get(label, STALE_COLOR)
         cv2.rectangle(frame_bgr, (x0, y0), (x1, y1), color, thickness)
-        text = face.label if stale else f"{face.label} {face.score:.0%}"
+        text = label if stale else f"{label} {score:.0%}"
         (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, weight)
         top = y0 - th - baseline - 2 if y0 >= th + baseline + 2 else y1 + 1
         cv2.rectangle(frame_bgr, (x0, top), (x0 + tw + 4, top + th + baseline + 2), color, cv2.FILLED)

@@ -1,12 +1,14 @@
 """One camera: its peer connection from offer to close.
 
 The browser offers one video track and a ``results`` data channel. The camera track goes
-through a :class:`~aiortc.contrib.media.MediaRelay` to two consumers, the
+through a :class:`~aiortc.contrib.media.MediaRelay` to the
 :class:`~gateway.sampler.TrackSampler` (frames stream; it sees every frame and keeps the
-newest) and the :class:`~gateway.labelled_track.LabelledTrack` sent back (unbuffered: always
-the newest frame); results arrive through
-:meth:`Session.deliver`. The session closes when the peer connection fails or closes, the
-camera track ends or stays silent, the browser asks (``DELETE``), or the gateway stops.
+newest) and, unless the browser draws the labels itself (``return_video`` false), to the
+:class:`~gateway.labelled_track.LabelledTrack` sent back (unbuffered: always the newest
+frame). Results arrive through :meth:`Session.deliver`, which gives their faces tracks and
+smoothed labels (:class:`~ingest.tracks.StreamTracks`, results in arrival order). The session
+closes when the peer connection fails or closes, the camera track ends or stays silent, the
+browser asks (``DELETE``), or the gateway stops.
 """
 
 import asyncio
@@ -26,6 +28,7 @@ from emostream.metrics import Metrics
 from gateway.labelled_track import LabelledTrack
 from gateway.limits import TokenBucket
 from gateway.sampler import TrackSampler
+from ingest.tracks import StreamTracks
 from ingest.wire import Result
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ class Session:
         metrics: Metrics,
         on_closed: Callable[["Session"], None],
         client: str = "",
+        return_video: bool = True,
     ) -> None:
         self.stream = stream
         self.key = secrets.token_urlsafe(24)
@@ -72,6 +76,9 @@ class Session:
         self.client = client
         """The address the offer came from (streams per client are limited)."""
         self.reply = reply
+        self.return_video = return_video
+        """Labelled video goes back to the browser; without it the browser draws the results."""
+        self.tracks = StreamTracks()
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
@@ -98,7 +105,7 @@ class Session:
         self.pc.on("connectionstatechange", self._on_state)
         try:
             await self.pc.setRemoteDescription(offer)
-            if self.sampler is None or self.labelled is None:
+            if self.sampler is None:
                 raise OfferError("the offer has no video track")
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as err:
@@ -121,8 +128,9 @@ class Session:
             self.redis,
             self.metrics,
         )
-        self.labelled = LabelledTrack(self.relay.subscribe(track, buffered=False), self.settings.result_max_age)
-        self.pc.addTrack(self.labelled)
+        if self.return_video:
+            self.labelled = LabelledTrack(self.relay.subscribe(track, buffered=False), self.settings.result_max_age)
+            self.pc.addTrack(self.labelled)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == RESULTS_CHANNEL and self.channel is None:
@@ -148,7 +156,9 @@ class Session:
         await self.close()
 
     def deliver(self, result: Result) -> None:
-        """Show ``result`` on the returned video and send it on the results channel (or count it dropped)."""
+        """Track its faces, show it on the returned video and send it on the results channel (or count
+        it dropped)."""
+        self.tracks.update(result)
         if self.sampler:
             self.sampler.answered(result.seq)
         if self.sampler and self.labelled and result.seq in self.sampler.widths:
@@ -171,6 +181,7 @@ class Session:
         return {
             "stream": self.stream,
             "state": self.pc.connectionState,
+            "return_video": self.return_video,
             "started": self.started,
             "frames_received": stats.received if stats else 0,
             "frames_superseded": stats.superseded if stats else 0,

@@ -1,4 +1,4 @@
-"""The results of an ingest run: read from its reply stream, written as JSON lines in seq order."""
+"""The results of an ingest run: read from its reply stream, tracked, written as JSON lines in seq order."""
 
 import heapq
 import json
@@ -7,6 +7,7 @@ from typing import TextIO
 
 import redis
 
+from ingest.tracks import StreamTracks
 from ingest.wire import Result, WireError
 
 log = logging.getLogger(__name__)
@@ -46,19 +47,22 @@ class Collector:
 
 
 class OrderedWriter:
-    """Writes results as JSON lines in seq order: a result is held until no earlier frame can still come."""
+    """Writes one stream's results as JSON lines in seq order: a result is held until no earlier
+    frame can still come, then its faces get their tracks and smoothed labels (:mod:`ingest.tracks`)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.written = 0
-        self._held: list[tuple[int, str]] = []
+        self.tracks = StreamTracks()
+        self._held: list[tuple[int, int, Result]] = []
 
     def add(self, result: Result) -> None:
-        heapq.heappush(self._held, (result.seq, json.dumps(result.to_json(), separators=(",", ":"))))
+        heapq.heappush(self._held, (result.seq, id(result), result))
 
     def flush(self, before: int | None = None) -> None:
         """Write the held results with seq below ``before`` (all of them when None)."""
         while self._held and (before is None or self._held[0][0] < before):
-            self.out.write(heapq.heappop(self._held)[1] + "\n")
+            result = self.tracks.update(heapq.heappop(self._held)[2])
+            self.out.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
             self.written += 1
         self.out.flush()

@@ -16,10 +16,12 @@ A result is one entry of a reply stream with fields ``v`` and ``json``; the JSON
 exactly one line of ``emostream ingest --out``::
 
     {"stream", "seq", "ts", "model_version", "faces": [{"box": [x, y, w, h], "label", "score",
-     "scores": {class: p}}], "worker", "timings": {"detect_s", "classify_s", "queue_s", "batch_faces",
-     "batch_frames"}}
+     "scores": {class: p}, "track", "smoothed"}], "worker", "timings": {"detect_s", "classify_s",
+     "queue_s", "batch_faces", "batch_frames"}}
 
-with boxes in source-frame pixels.
+with boxes in source-frame pixels. Workers answer each frame alone, so their faces have
+``track`` and ``smoothed`` null; the reader of a stream's results in order (the gateway,
+``emostream ingest``) sets them with :class:`ingest.tracks.StreamTracks`.
 """
 
 import json
@@ -120,6 +122,17 @@ class Face:
     label: str
     score: float
     scores: dict[str, float]
+    track: int | None = None
+    """Same for the same face from result to result of a stream (set by :mod:`ingest.tracks`)."""
+    smoothed: dict | None = None
+    """``{"label", "score", "scores"}`` of the face's track, smoothed over time (set by :mod:`ingest.tracks`)."""
+
+    @property
+    def shown(self) -> tuple[str, float]:
+        """The label and score to show: the smoothed ones when the face has a track."""
+        if self.smoothed:
+            return self.smoothed["label"], self.smoothed["score"]
+        return self.label, self.score
 
     @classmethod
     def from_scores(cls, box: list[int], probabilities: np.ndarray) -> "Face":

@@ -51,20 +51,22 @@ VIDEO_STATE = """() => window.emostream.cameras.map((camera) => ({
 }))"""
 """Per camera of a page: its stream id, status, latest result and whether its returned video plays."""
 
-BOX_COLOURED = """([index, box]) => {
-    const video = window.emostream.cameras[index].video;
+BOX_COLOURED = """([index, box, layer = "video"]) => {
+    const source = window.emostream.cameras[index][layer];
+    const [width, height] = layer === "video" ? [source.videoWidth, source.videoHeight] : [source.width, source.height];
     const canvas = document.createElement("canvas");
-    [canvas.width, canvas.height] = [video.videoWidth, video.videoHeight];
+    [canvas.width, canvas.height] = [width, height];
     const context = canvas.getContext("2d");
-    context.drawImage(video, 0, 0);
-    const scale = video.videoWidth / 640;
+    context.drawImage(source, 0, 0);
+    const scale = width / 640;
     const [x, y, w] = box.map((v) => Math.round(v * scale));
     const {data} = context.getImageData(x + 3, Math.max(0, y - 3), w - 6, 7);
     let coloured = 0;
     for (let i = 0; i < data.length; i += 4) {
-        const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
-        if (Math.max(r, g, b) - Math.min(r, g, b) >= 60) coloured += 1;
+        const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+        if (a > 200 && Math.max(r, g, b) - Math.min(r, g, b) >= 60) coloured += 1;
     }
     return coloured / (data.length / 4);
 }"""
-"""Share of clearly coloured pixels along the top edge of ``box`` (in 640-wide source pixels) in a camera's video."""
+"""Share of clearly coloured pixels along the top edge of ``box`` (in 640-wide source pixels) in a
+camera's returned ``video`` or on its browser-drawn ``canvas``."""

@@ -114,15 +114,25 @@ class Client:
     """Every returned video frame received so far (``frames`` keeps only the last ``keep_frames``)."""
     channel: RTCDataChannel | None = None
     """The results channel (the page never sends on it)."""
+    return_video: bool = True
+    """What the gateway answered: labelled video comes back."""
 
     async def close(self) -> None:
         await self.pc.close()
 
 
-async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30, token: str = "") -> Client:
-    """Offer ``track`` to the gateway at ``url`` (with its access ``token``, if any) and collect what comes back."""
+async def connect(
+    url: str,
+    track: MediaStreamTrack,
+    keep_frames: int = 30,
+    token: str = "",
+    direction: str = "sendrecv",
+    **options: object,
+) -> Client:
+    """Offer ``track`` (``direction`` as the camera's transceiver) to the gateway at ``url`` (with its
+    access ``token``, if any, and ``options`` in the offer's body) and collect what comes back."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver(track, direction="sendrecv")
+    pc.addTransceiver(track, direction=direction)
     channel = pc.createDataChannel("results")
     client = Client(pc, "", keep_frames=keep_frames, channel=channel)
     channel.on("message", lambda message: client.results.append(json.loads(message)))
@@ -141,14 +151,14 @@ async def connect(url: str, track: MediaStreamTrack, keep_frames: int = 30, toke
     pc.on("track", lambda remote: tasks.append(asyncio.ensure_future(collect(remote))))
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
-        body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        body = {"sdp": pc.localDescription.sdp, "type": "offer", **options}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with http.post(f"{url}/api/offer", json=body, headers=headers) as response:
             answer = await response.json()
     if response.status != 200:
         await pc.close()
         raise AssertionError(f"offer refused with {response.status}: {answer}")
-    client.stream = answer["stream"]
+    client.stream, client.return_video = answer["stream"], answer["return_video"]
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
     return client
 

@@ -26,7 +26,7 @@ def test_every_route_but_health_and_metrics_needs_the_token(redis_server):
                 "readyz": await call(http, "GET", f"{base}/readyz"),
                 "metrics": await call(http, "GET", f"{base}/metrics"),
                 "page": await call(http, "GET", f"{base}/"),
-                "script": await call(http, "GET", f"{base}/static/app.js"),
+                "script": await call(http, "GET", f"{base}/static/main.js"),
                 "streams": await call(http, "GET", f"{base}/api/streams"),
                 "offer": await call(http, "POST", f"{base}/api/offer", json={"type": "offer", "sdp": "x"}),
                 "wrong token": await call(http, "GET", f"{base}/api/streams", headers={"Authorization": "Bearer no"}),
@@ -67,7 +67,7 @@ def test_the_page_trades_the_token_in_its_url_for_a_cookie(redis_server):
                 async with http.get(f"{served.url}/?token={TOKEN}&autostart=1", allow_redirects=False) as response:
                     redirect = response.status, response.headers["Location"], response.headers.getall("Set-Cookie")
                 page = await call(http, "GET", f"{served.url}/?autostart=1")
-                script = await call(http, "GET", f"{served.url}/static/app.js")
+                script = await call(http, "GET", f"{served.url}/static/main.js")
                 config = await call(http, "GET", f"{served.url}/api/config")
             return wrong, redirect, page, script, config
 
@@ -76,7 +76,7 @@ def test_the_page_trades_the_token_in_its_url_for_a_cookie(redis_server):
     assert status == 303 and location == "/?autostart=1", "the token leaves the address bar"
     (cookie,) = cookies
     assert cookie.startswith(f"emostream_token={TOKEN};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert page[0] == 200 and "/static/app.js" in page[2]
+    assert page[0] == 200 and "/static/main.js" in page[2]
     assert script[0] == 200 and config[0] == 200
 
 

@@ -61,7 +61,9 @@ def test_autostarted_page_plays_the_labelled_video_and_collects_results(redis_se
     assert [s["stream"] for s in served] == [camera["stream"]]
     assert {r["stream"] for r in results} == {camera["stream"]}
     assert all(Result.from_json(r).to_json() == r for r in results), "results are the wire Result JSON"
-    assert results[-1]["faces"] == [answer.__dict__] and camera["last"] == results[-1]
+    (last,) = results[-1]["faces"]
+    assert last | {"track": None, "smoothed": None} == answer.__dict__ and camera["last"] == results[-1]
+    assert last["track"] == 1 and last["smoothed"]["label"] == "happy", "the gateway tracks and smooths"
     assert re.fullmatch(r"\d+\.\d results/s", fps) and float(fps.split()[0]) > 0
     assert re.fullmatch(r"-?\d+ ms latency", latency)
     assert "happy 90%" in panel and all(label in panel for label in answer.scores)
@@ -238,3 +240,93 @@ def test_a_refused_offer_waits_as_long_as_retry_after_asks(redis_server, tmp_pat
     assert status.startswith("error: too many offers"), status
     waits = float(re.search(r"reconnecting in ([\d.]+) s", status).group(1))
     assert waits >= 29, f"2 offers a minute: Retry-After is about 30 s, not the 0.5 s backoff ({status})"
+
+
+def test_labels_drawn_by_the_browser_timeline_and_download(redis_server, tmp_path):
+    """?overlay=browser: no video comes back, the page draws the boxes over its preview, charts each
+    face's smoothed scores and downloads the stream's results; switching to server video reconnects."""
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    box = truth[0][0].box
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_RESULT_MAX_AGE": "30"}
+    with (
+        GatewayProcess(redis_server.url, **env) as gateway,
+        AnsweringWorker(redis_server.url, Settings().keys, [face(box, "happy")]),
+        chromium(clip) as browser,
+    ):
+        page = open_page(browser, f"{gateway.url}/?overlay=browser&autostart=1")
+        page.wait_for_function("window.emostream.results.length >= 5")
+        page.wait_for_function(f"(arg) => ({BOX_COLOURED})(arg) > 0.5", arg=[0, list(box), "canvas"])
+        drawn = page.evaluate(
+            r"""() => {
+                const camera = window.emostream.cameras[0];
+                const timeline = document.querySelector(".face .timeline");
+                // the chart's top fifth: where the line of a 0.9 score runs
+                const top = timeline.getContext("2d").getImageData(0, 0, timeline.width, timeline.height / 5).data;
+                const happy = window.emostream.config.colors.happy.match(/\w\w/g).map((h) => parseInt(h, 16));
+                let onHappyLine = 0;
+                for (let i = 0; i < top.length; i += 4) {
+                    const near = happy.every((v, k) => Math.abs(top[i + k] - v) < 40);
+                    if (near && top[i + 3] > 100) onHappyLine += 1;
+                }
+                return {
+                    overlay: camera.overlay,
+                    control: document.querySelector(".overlay-mode").value,
+                    returned: camera.pc.getReceivers().some(
+                        (r) => r.track.kind === "video" && camera.video.srcObject.getTracks().includes(r.track)
+                    ),
+                    preview: camera.video.srcObject === camera.media,
+                    timeline: onHappyLine,
+                };
+            }"""
+        )
+        served = open_streams(gateway.url)
+        with page.expect_download() as download:
+            page.click(".camera .download")
+        lines = [json.loads(line) for line in download.value.path().read_text().splitlines()]
+        page.evaluate("window.emostream.cameras[0].overlay = 'server'")
+        page.wait_for_function(
+            "([camera]) => camera.video.currentTime > 0 && camera.video.srcObject !== camera.media",
+            arg=[page.evaluate_handle("window.emostream.cameras[0]")],
+        )
+        page.wait_for_function(f"(arg) => ({BOX_COLOURED})(arg) > 0.5", arg=[0, list(box)])
+        switched = open_streams(gateway.url)
+    assert drawn == {
+        "overlay": "browser",
+        "control": "browser",
+        "returned": False,
+        "preview": True,
+        "timeline": drawn["timeline"],
+    }
+    assert drawn["timeline"] >= 3, "the timeline charts the face's smoothed happy score near the top"
+    assert [s["return_video"] for s in served] == [False], "the gateway encodes no video back"
+    assert len(lines) >= 5 and {line["stream"] for line in lines} == {served[0]["stream"]}
+    assert all(Result.from_json(line).to_json() == line for line in lines), "one wire Result per line"
+    assert {face["track"] for line in lines for face in line["faces"]} == {1}
+    assert [s["return_video"] for s in switched] == [True], "switching to server video makes a new offer"
+
+
+def test_a_blocked_camera_is_explained_once_and_not_retried(redis_server, tmp_path):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    refuse = """navigator.mediaDevices.getUserMedia = async () => {
+        window.cameraAsked = (window.cameraAsked || 0) + 1;
+        throw new DOMException("Permission denied", "NotAllowedError");
+    };"""
+    with (
+        GatewayProcess(redis_server.url, EMOSTREAM_MODEL_STORE=str(tmp_path / "store")) as gateway,
+        chromium(clip) as browser,
+    ):
+        page = browser.new_page()
+        page.add_init_script(refuse)  # as when the user has blocked the camera for this site
+        page.goto(f"{gateway.url}/?autostart=1")
+        page.wait_for_function(
+            "window.emostream.ready && window.emostream.cameras[0].status.startsWith('camera unavailable')"
+        )
+        state = page.evaluate(
+            "() => [window.emostream.cameras[0].status, window.emostream.cameras[0].wanted, window.cameraAsked,"
+            " document.querySelector('#notice').textContent, document.querySelector('.camera .toggle').textContent]"
+        )
+    status, wanted, asked, notice, toggle = state
+    assert status == "camera unavailable (NotAllowedError)" and not wanted and asked == 1 and toggle == "Start"
+    assert "blocked the camera" in notice and "press Start" in notice

@@ -1,6 +1,7 @@
 """The gateway's HTTP API against bad input, on a real server and a real Redis: JSON errors, no leaks."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -86,23 +87,35 @@ def test_unknown_routes_methods_and_oversized_bodies(redis_server):
     assert answers["still alive"][2]["alive"] is True
 
 
+async def page_modules(http, url: str, entry: str) -> dict[str, tuple]:
+    """Every ES module the page loads from ``entry``, following its ``import ... from "./x.js"``, by name."""
+    answers, waiting = {}, [entry]
+    while waiting:
+        name = waiting.pop()
+        answers[name] = await call(http, "GET", f"{url}/static/{name}")
+        waiting += [m for m in re.findall(r'from "\./([\w-]+\.js)"', answers[name][2]) if m not in answers]
+    return answers
+
+
 def test_page_config_and_health(redis_server):
     async def scenario():
         settings = settings_for(redis_server, ice_servers="stun:stun.example.org:3478, turn:turn.example.org")
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             page = await call(http, "GET", f"{served.url}/?autostart=1")
-            script = await call(http, "GET", f"{served.url}/static/app.js")
+            scripts = await page_modules(http, served.url, "main.js")
             style = await call(http, "GET", f"{served.url}/static/style.css")
             config = await call(http, "GET", f"{served.url}/api/config")
             ready = await call(http, "GET", f"{served.url}/readyz")
             redis_server.stop()
             unready = await call(http, "GET", f"{served.url}/readyz")
             alive = await call(http, "GET", f"{served.url}/healthz")
-            return page, script, style, config, ready, unready, alive
+            return page, scripts, style, config, ready, unready, alive
 
-    page, script, style, config, ready, unready, alive = run(scenario())
-    assert page[:2] == (200, "text/html") and "/static/app.js" in page[2]
-    assert script[:2] == (200, "application/javascript") and "window.emostream" in script[2]
+    page, scripts, style, config, ready, unready, alive = run(scenario())
+    assert page[:2] == (200, "text/html") and '<script type="module" src="/static/main.js">' in page[2]
+    assert set(scripts) == {"main.js", "state.js", "net.js", "camera.js", "faces.js", "draw.js", "admin.js"}
+    assert {answer[:2] for answer in scripts.values()} == {(200, "application/javascript")}
+    assert "window.emostream" in scripts["state.js"][2]
     assert style[:2] == (200, "text/css")
     assert config[0] == 200 and config[2]["ice_servers"] == [
         {"urls": "stun:stun.example.org:3478"},

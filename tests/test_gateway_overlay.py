@@ -23,6 +23,13 @@ def test_box_drawn_at_the_face_in_its_label_colour():
     assert (banner == COLORS["happy"]).all(axis=-1).mean() > 0.3, "the label banner sits above the box"
 
 
+def test_a_tracked_face_is_drawn_with_its_smoothed_label():
+    flicker = face((100, 60, 80, 90), "sad")  # this frame's raw label
+    flicker.track, flicker.smoothed = 3, {"label": "happy", "score": 0.7, "scores": dict(flicker.scores)}
+    image = draw(blank(), [flicker])
+    assert edge_colors(image, 100, 60, 80, 90) == {COLORS["happy"]}
+
+
 def test_boxes_are_scaled_onto_the_frame():
     image = draw(blank(), [face((200, 120, 160, 180), "sad")], scale=0.5)
     assert edge_colors(image, 100, 60, 80, 90) == {COLORS["sad"]}

@@ -23,6 +23,7 @@ from gateway_helpers import (
 )
 
 from emostream.config import Settings
+from ingest.tracks import StreamTracks
 from ingest.wire import Result
 
 
@@ -73,7 +74,9 @@ def test_frames_go_out_on_the_wire_and_results_come_back_drawn(redis_server):
     assert all(started <= f.ts <= time.time() for f in decoded), "ts is the capture time"
     assert {(raw["w"], raw["h"], raw["enc"], raw["scale"]) for raw in fields} == {(b"320", b"240", b"jpeg", b"2.0")}
     assert all(f.image.shape == (240, 320) for f in decoded)
-    assert client.results == [result.to_json()], "the result JSON arrives unchanged on the data channel"
+    tracked = StreamTracks().update(Result.from_json(result.to_json())).to_json()
+    assert tracked["faces"][0]["track"] == 1 and tracked["faces"][0]["smoothed"]["label"] == "happy"
+    assert client.results == [tracked], "the result JSON arrives on the data channel, its face tracked"
     scale = after.shape[1] / 640
     assert colored_fraction(box_band(before, box, scale)) < 0.05, "no box before the result"
     assert colored_fraction(box_band(after, box, scale)) > 0.5, "the box is drawn around the face"
@@ -127,6 +130,58 @@ def test_streams_never_cross_and_unknown_results_are_counted(redis_server):
     assert 'emostream_gateway_results_total{outcome="malformed"} 1.0' in metrics
     assert length == 0, "read results are deleted from the reply stream"
     assert exists == 0, "the reply stream is deleted when the gateway stops"
+
+
+def test_cameras_that_draw_their_own_labels_get_tracked_results_and_no_video(redis_server):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20)
+    box = truth[0][0].box
+    settings = settings_for(redis_server)
+
+    async def scenario():
+        redis = aioredis.Redis.from_url(redis_server.url)
+        worker = WireWorker(redis, settings.keys)
+        await worker.join()
+        async with serving(settings) as served:
+            asked = await connect(served.url, ClipTrack(frames, fps=10), return_video=False)
+            send_only = await connect(served.url, ClipTrack(frames, fps=10), direction="sendonly")
+            returned = await connect(served.url, ClipTrack(frames, fps=10))
+            clients = (asked, send_only, returned)
+            answered: dict[str, int] = {}
+            while min(answered.get(c.stream, 0) for c in clients) < 5:
+                for _, frame in await worker.read():
+                    await worker.answer(frame, [face(box, "happy")])
+                    answered[frame.stream] = answered.get(frame.stream, 0) + 1
+            await until(lambda: all(len(c.results) >= 5 for c in clients), 60, "results of every camera")
+            await until(lambda: returned.frames_seen > 5, 60, "video of the camera that asked for it")
+            described = {s.stream: s.describe()["return_video"] for s in served.hub.sessions.values()}
+            for client in clients:
+                await client.close()
+        await redis.aclose()
+        return clients, described
+
+    (asked, send_only, returned), described = run(scenario())
+    assert (asked.return_video, send_only.return_video, returned.return_video) == (False, False, True)
+    assert described == {asked.stream: False, send_only.stream: False, returned.stream: True}
+    assert asked.frames_seen == send_only.frames_seen == 0, "no video is encoded back"
+    for client in (asked, send_only):
+        faces = [r["faces"][0] for r in client.results]
+        assert {f["track"] for f in faces} == {1} and {f["smoothed"]["label"] for f in faces} == {"happy"}
+
+
+async def _bad_return_video(url: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        body = {"sdp": "v=0", "type": "offer", "return_video": "no"}
+        async with http.post(f"{url}/api/offer", json=body) as response:
+            return response.status, await response.json()
+
+
+def test_a_return_video_that_is_not_a_boolean_is_refused(redis_server):
+    async def scenario():
+        async with serving(settings_for(redis_server)) as served:
+            return await _bad_return_video(served.url)
+
+    status, body = run(scenario())
+    assert status == 400 and "return_video" in body["error"]
 
 
 def test_closed_deleted_and_vanished_clients_are_cleaned_up(redis_server):

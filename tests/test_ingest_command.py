@@ -161,6 +161,16 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
 
 
 @pytest.mark.slow
+def test_end_to_end_lines_carry_tracks_and_smoothed_labels_and_the_held_face_keeps_one_track(ingested):
+    _, truth, lines, _ = ingested
+    faces = [f for line in lines for f in line["faces"]]
+    placed = [f for line, [t] in zip(lines, truth, strict=True) for f in line["faces"] if iou(f["box"], t.box) > 0.5]
+    assert faces and all(isinstance(f["track"], int) for f in faces)
+    assert all(set(f["smoothed"]) == {"label", "score", "scores"} for f in faces)
+    assert len(placed) >= 30 and {f["track"] for f in placed} == {placed[0]["track"]}, "one place, one track"
+
+
+@pytest.mark.slow
 def test_end_to_end_labels_are_right_for_most_faces_found(ingested):
     _, truth, lines, _ = ingested
     found, right = 0, 0
