@@ -8,27 +8,22 @@ from aiortc import MediaStreamTrack
 from av import VideoFrame
 from av.video.reformatter import VideoReformatter
 
-from gateway.overlay import draw
+from gateway.overlay import draw_i420
 from ingest.wire import Face, Result
 
 
 def render(
-    frame: VideoFrame,
-    reformatters: tuple[VideoReformatter, VideoReformatter],
-    faces: Sequence[Face],
-    scale: float,
-    stale: bool,
+    frame: VideoFrame, reformatter: VideoReformatter, faces: Sequence[Face], scale: float, stale: bool
 ) -> VideoFrame:
-    """A copy of ``frame`` with ``faces`` drawn, in the encoder's ``yuv420p`` (CPU work: run it in a thread).
+    """A ``yuv420p`` copy of ``frame`` with ``faces`` drawn on its planes (CPU work: run it in a thread).
 
-    ``reformatters`` (to BGR, back to YUV) keep their conversion contexts from frame to frame: the
-    encoder would otherwise build and free one for every frame it is given in another format.
+    Camera video decodes to ``yuv420p``, which the encoder takes as it is; other formats are
+    converted first, with a conversion context kept from frame to frame.
     """
-    to_bgr, to_yuv = reformatters
-    image = to_bgr.reformat(frame, format="bgr24", threads=1).to_ndarray()
-    labelled = to_yuv.reformat(
-        VideoFrame.from_ndarray(draw(image, faces, scale, stale), format="bgr24"), format="yuv420p", threads=1
-    )
+    if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
+        frame_even = (frame.width - frame.width % 2, frame.height - frame.height % 2)
+        frame = reformatter.reformat(frame, format="yuv420p", width=frame_even[0], height=frame_even[1], threads=1)
+    labelled = VideoFrame.from_ndarray(draw_i420(frame.to_ndarray(), faces, scale, stale), format="yuv420p")
     labelled.pts, labelled.time_base = frame.pts, frame.time_base
     return labelled
 
@@ -48,7 +43,7 @@ class LabelledTrack(MediaStreamTrack):
         self.max_age = max_age
         self._result: Result | None = None
         self._source_width = 0
-        self._reformatters = (VideoReformatter(), VideoReformatter())
+        self._reformatter = VideoReformatter()
 
     def show(self, result: Result, source_width: int) -> None:
         """Draw ``result`` (boxes in pixels of a ``source_width``-wide frame) unless a newer one is shown."""
@@ -64,7 +59,7 @@ class LabelledTrack(MediaStreamTrack):
         if age > self.max_age:
             return frame
         scale = frame.width / self._source_width
-        return await asyncio.to_thread(render, frame, self._reformatters, result.faces, scale, age > self.max_age / 2)
+        return await asyncio.to_thread(render, frame, self._reformatter, result.faces, scale, age > self.max_age / 2)
 
     def stop(self) -> None:
         super().stop()

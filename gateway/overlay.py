@@ -1,6 +1,6 @@
-"""Drawing a result onto a video frame: one plain function over a numpy array, benchmarkable alone."""
+"""Drawing a result onto a video frame (BGR, or the planes of ``yuv420p`` video): plain functions over numpy arrays."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -28,12 +28,38 @@ def css_colors() -> dict[str, str]:
     return {**{label: hex_of(bgr) for label, bgr in COLORS.items()}, "late": hex_of(STALE_COLOR)}
 
 
-def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale: bool = False) -> np.ndarray:
-    """Draw each face's box and shown (smoothed, when tracked) label onto ``frame_bgr`` in place and return it.
+Plane = tuple[np.ndarray, int, Callable[[tuple[int, int, int]], tuple[int, ...]]]
+"""An image plane, its subsampling (1: full resolution, 2: half each way) and a BGR colour's value in it."""
 
-    ``scale`` maps the boxes' source pixels to this frame's pixels (the sender may change resolution).
-    """
-    height, width = frame_bgr.shape[:2]
+
+def _bgr_planes(frame_bgr: np.ndarray) -> list[Plane]:
+    return [(frame_bgr, 1, lambda bgr: bgr)]
+
+
+def _yuv(bgr: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A BGR colour in BT.601 limited-range YUV, as yuv420p video carries it."""
+    b, g, r = bgr
+    return (
+        round(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255),
+        round(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255),
+        round(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255),
+    )
+
+
+def _i420_planes(frame: np.ndarray) -> list[Plane]:
+    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    quarter = height // 4
+    u = frame[height : height + quarter].reshape(height // 2, width // 2)
+    v = frame[height + quarter :].reshape(height // 2, width // 2)
+    return [
+        (frame[:height], 1, lambda bgr: (_yuv(bgr)[0],)),
+        (u, 2, lambda bgr: (_yuv(bgr)[1],)),
+        (v, 2, lambda bgr: (_yuv(bgr)[2],)),
+    ]
+
+
+def _paint(planes: list[Plane], width: int, height: int, faces: Sequence[Face], scale: float, stale: bool) -> None:
+    """Each face's box and shown (smoothed, when tracked) label, painted into every plane."""
     thickness = max(2, round(width / 200))
     font_scale = max(0.4, width / 800)  # text about 1/20 of a 640x480 frame's height, legible in a small video
     weight = max(1, round(font_scale * 1.5))
@@ -45,10 +71,30 @@ def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale
             continue
         label, score = face.shown
         color = STALE_COLOR if stale else COLORS.get(label, STALE_COLOR)
-        cv2.rectangle(frame_bgr, (x0, y0), (x1, y1), color, thickness)
         text = label if stale else f"{label} {score:.0%}"
         (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, weight)
         top = y0 - th - baseline - 2 if y0 >= th + baseline + 2 else y1 + 1
-        cv2.rectangle(frame_bgr, (x0, top), (x0 + tw + 4, top + th + baseline + 2), color, cv2.FILLED)
-        cv2.putText(frame_bgr, text, (x0 + 2, top + th + 1), FONT, font_scale, TEXT_COLOR, weight, cv2.LINE_AA)
+        corners = [(x0, y0), (x1, y1), (x0, top), (x0 + tw + 4, top + th + baseline + 2), (x0 + 2, top + th + 1)]
+        for plane, sub, value in planes:
+            box0, box1, banner0, banner1, origin = [(px // sub, py // sub) for px, py in corners]
+            cv2.rectangle(plane, box0, box1, value(color), -(-thickness // sub))  # chroma covers the luma line
+            cv2.rectangle(plane, banner0, banner1, value(color), cv2.FILLED)
+            ink = max(1, round(weight / sub))
+            cv2.putText(plane, text, origin, FONT, font_scale / sub, value(TEXT_COLOR), ink, cv2.LINE_AA)
+
+
+def draw(frame_bgr: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale: bool = False) -> np.ndarray:
+    """Draw each face's box and label onto a BGR image in place and return it.
+
+    ``scale`` maps the boxes' source pixels to this frame's pixels (the sender may change resolution).
+    """
+    _paint(_bgr_planes(frame_bgr), frame_bgr.shape[1], frame_bgr.shape[0], faces, scale, stale)
     return frame_bgr
+
+
+def draw_i420(frame: np.ndarray, faces: Sequence[Face], scale: float = 1.0, stale: bool = False) -> np.ndarray:
+    """As :func:`draw`, onto a ``yuv420p`` frame as ``VideoFrame.to_ndarray`` gives it (the Y plane's
+    rows, then U's and V's at half resolution each way): the returned video is drawn on without
+    converting it to BGR and back."""
+    _paint(_i420_planes(frame), frame.shape[1], frame.shape[0] * 2 // 3, faces, scale, stale)
+    return frame

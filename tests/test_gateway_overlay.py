@@ -1,7 +1,8 @@
+import cv2
 import numpy as np
 from gateway_helpers import face
 
-from gateway.overlay import COLORS, STALE_COLOR, css_colors, draw
+from gateway.overlay import COLORS, STALE_COLOR, css_colors, draw, draw_i420
 
 
 def blank(width: int = 320, height: int = 240) -> np.ndarray:
@@ -28,6 +29,19 @@ def test_a_tracked_face_is_drawn_with_its_smoothed_label():
     flicker.track, flicker.smoothed = 3, {"label": "happy", "score": 0.7, "scores": dict(flicker.scores)}
     image = draw(blank(), [flicker])
     assert edge_colors(image, 100, 60, 80, 90) == {COLORS["happy"]}
+
+
+def test_the_returned_video_is_drawn_on_its_yuv420p_planes_like_the_bgr_drawing():
+    faces = [face((100, 60, 80, 90), "happy"), face((20, 150, 60, 60), "sad")]
+    i420 = cv2.cvtColor(blank(), cv2.COLOR_BGR2YUV_I420)
+    drawn = cv2.cvtColor(draw_i420(i420, faces), cv2.COLOR_YUV2BGR_I420).astype(int)
+    expected = draw(blank(), faces).astype(int)
+    for (x, y, _, h), label in (((100, 60, 80, 90), "happy"), ((20, 150, 60, 60), "sad")):
+        edge = drawn[y + h // 4 : y + 3 * h // 4, x]
+        assert np.abs(edge - COLORS[label]).max() <= 24, f"{label}: the box edge has the label's colour"
+    differs = np.abs(drawn - expected).max(axis=-1) > 40  # chroma is at half resolution: edges blur a little
+    assert differs.mean() < 0.03, "the same boxes and banners as on a BGR frame"
+    assert (np.abs(drawn[170:, 200:] - 90) <= 1).all(), "nothing drawn away from the faces"
 
 
 def test_boxes_are_scaled_onto_the_frame():
