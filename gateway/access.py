@@ -102,9 +102,8 @@ ROLE = web.RequestKey("role", str)
 """The request's role, set by :func:`access_middleware`."""
 
 
-def operator_only(request: web.Request) -> bool:
+def operator_only(path: str) -> bool:
     """Models, retraining and the list of every stream: an operator's, not a camera user's."""
-    path = request.path
     if path.startswith("/api/training-jobs") or path == "/api/streams":
         return True
     return path.startswith("/api/models") and not path.endswith("/card")
@@ -147,7 +146,7 @@ def access_middleware(settings: Settings):
                 "a token is required: open /?token=TOKEN once in the browser, or send Authorization: Bearer TOKEN",
                 headers={"WWW-Authenticate": 'Bearer realm="emostream"'},
             )
-        if operator_only(request) and role != OPERATOR:
+        if operator_only(request.path) and role != OPERATOR:
             raise ApiError(
                 403,
                 "operator rights needed: send the operator token (EMOSTREAM_ADMIN_TOKEN)"

@@ -13,7 +13,7 @@ Routes::
     GET    /healthz             alive (with the gateway's clock, for the page's latency)
     GET    /readyz              Redis reachable
     GET    /metrics             Prometheus metrics (emostream.metrics)
-    GET    /api/openapi.json    the OpenAPI 3 description of these routes (gateway/openapi.json)
+    GET    /api/openapi.json    the OpenAPI 3 description of these routes (gateway.openapi)
 
     /api/training-jobs..., /api/models...   retraining and the model store (gateway.retraining)
     POST   /api/feedback                    a user's label correction (gateway.feedback)
@@ -23,7 +23,6 @@ With ``settings.token`` set, every route but the health, metrics and targets one
 """
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -39,8 +38,10 @@ from aiortc.sdp import SessionDescription
 from emostream.config import Settings
 from emostream.metrics import CONTENT_TYPE, Metrics
 from gateway import access, feedback, retraining
-from gateway.api import HUB, SYNC_REDIS, ApiError, Handler
+from gateway.api import HUB, MAX_BODY, SYNC_REDIS, ApiError, Handler, read_body
+from gateway.bodies import Answer, Error, Offer
 from gateway.hub import ClientLimit, GatewayFull, Hub
+from gateway.openapi import document
 from gateway.overlay import css_colors
 from gateway.session import OfferError
 from ingest.keys import live_heartbeats
@@ -49,9 +50,6 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file())
-OPENAPI = Path(__file__).parent / "openapi.json"
-MAX_BODY = 64 * 1024
-"""Largest request body accepted (an offer is a few kilobytes); larger ones get 413."""
 OFFER_TIMEOUT = 20.0
 """Seconds to answer an offer (ICE gathering included) before giving up with 504."""
 READY_TIMEOUT = 2.0
@@ -79,27 +77,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         status, message = 500, "internal error"
     if HUB in request.app:
         request.app[HUB].metrics.gateway_http_errors.labels(status=str(status)).inc()
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.json_response(Error(error=message).model_dump(), status=status, headers=headers)
 
 
-def check_offer(body: object) -> tuple[RTCSessionDescription, bool]:
-    """The offer in a request body and whether to send labelled video back; :class:`ApiError` 400
-    names what is wrong with it. A camera offered send-only gets no video back, as with
+def check_offer(offer: Offer) -> tuple[RTCSessionDescription, bool]:
+    """The offer's session description and whether to send labelled video back; :class:`ApiError` 400
+    says what is wrong with its SDP. A camera offered send-only gets no video back, as with
     ``"return_video": false`` (the browser then draws the labels itself)."""
-    if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
-        raise ApiError(400, 'expected a JSON object {"sdp": "...", "type": "offer"}')
-    return_video = body.get("return_video", True)
-    if not isinstance(return_video, bool):
-        raise ApiError(400, f'"return_video" must be true or false, not {return_video!r}')
     try:
-        media = SessionDescription.parse(body["sdp"]).media
+        media = SessionDescription.parse(offer.sdp).media
     except Exception as err:  # aiortc's parser raises whatever the text trips over
         raise ApiError(400, f"malformed SDP: {err!r}") from None
     kinds = [m.kind for m in media]
     if kinds.count("video") != 1 or not set(kinds) <= {"video", "application"}:
         raise ApiError(400, f"the offer must have one video track and may have a data channel, not {kinds}")
     video = next(m for m in media if m.kind == "video")
-    return RTCSessionDescription(body["sdp"], "offer"), return_video and video.direction != "sendonly"
+    return RTCSessionDescription(offer.sdp, "offer"), offer.return_video and video.direction != "sendonly"
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -134,11 +127,7 @@ async def offer(request: web.Request) -> web.Response:
     wait = hub.offers.acquire(client)
     if wait:
         raise ApiError(429, "too many offers: try again later", headers={"Retry-After": str(math.ceil(wait))})
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON") from None
-    description, return_video = check_offer(body)
+    description, return_video = check_offer(await read_body(request, Offer))
     try:
         session, answer = await asyncio.wait_for(hub.open(description, client, return_video), OFFER_TIMEOUT)
     except GatewayFull as err:
@@ -150,18 +139,14 @@ async def offer(request: web.Request) -> web.Response:
     except TimeoutError:
         raise ApiError(504, "timed out answering the offer") from None
     return web.json_response(
-        {
-            "sdp": answer.sdp,
-            "type": answer.type,
-            "stream": session.stream,
-            "key": session.key,
-            "return_video": session.return_video,
-        }
+        Answer(
+            sdp=answer.sdp, type=answer.type, stream=session.stream, key=session.key, return_video=session.return_video
+        ).model_dump()
     )
 
 
-async def openapi(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(OPENAPI, headers={"Content-Type": "application/json"})
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
 
 
 async def streams(request: web.Request) -> web.Response:

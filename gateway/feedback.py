@@ -1,7 +1,7 @@
 """Label corrections from the page: ``POST /api/feedback`` stores the face as training data.
 
-Body: ``{"stream", "seq", "box": [x, y, w, h], "label", "predicted", "model_version"}``, the
-result the user marked wrong (box in source pixels, as in the result) and the right label. The
+Body: :class:`gateway.bodies.Correction`, the result the user marked wrong (its stream, seq, box in
+source pixels and predicted label, and model version) and the right label. The
 face is cut from the frame it was seen in (kept by the stream's sampler, the last
 :data:`~gateway.sampler.FRAMES_KEPT`) the way workers cut faces (:func:`ingest.crop.crop_face`),
 and stored by :class:`FeedbackStore` as 48x48 crops in FER2013's ``<class>/`` folder layout, which a
@@ -14,9 +14,9 @@ answered 403 and nothing is stored; the samplers do not even keep frames.
 
 import asyncio
 import json
-import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from aiohttp import web
 
 from emostream.labels import EMOTIONS, FACE_SIZE
 from gateway import access
-from gateway.api import HUB, ApiError, json_object
+from gateway.api import HUB, ApiError, read_body
+from gateway.bodies import Correction
 from gateway.sampler import FRAMES_KEPT
 from ingest.crop import crop_face
 from ingest.wire import Frame
@@ -90,43 +91,12 @@ class FeedbackStore:
         }
 
 
-@dataclass(frozen=True)
-class Correction:
-    stream: str
-    seq: int
-    box: tuple[float, float, float, float]
-    label: str
-    predicted: str
-    model_version: str
-
-    @classmethod
-    def parse(cls, body: dict) -> "Correction":
-        """The correction in a request body; :class:`ApiError` 400 names what is wrong."""
-        expected = {"stream", "seq", "box", "label", "predicted", "model_version"}
-        if set(body) != expected:
-            raise ApiError(400, f"expected the fields {sorted(expected)}, got {sorted(body)}")
-        stream, seq, box = body["stream"], body["seq"], body["box"]
-        if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ApiError(400, "stream must be a stream id and seq a frame number")
-        for name in ("label", "predicted"):
-            if body[name] not in EMOTIONS:
-                raise ApiError(400, f"{name} must be one of {list(EMOTIONS)}, not {body[name]!r}")
-        if not isinstance(body["model_version"], str) or len(body["model_version"]) > 200:
-            raise ApiError(400, "model_version must be the result's model version")
-        numbers = isinstance(box, list) and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
-        )
-        if not numbers or len(box) != 4 or box[2] < 1 or box[3] < 1:
-            raise ApiError(400, f"box must be [x, y, w, h] in source pixels with w, h >= 1, not {box!r}")
-        return cls(stream, seq, tuple(box), body["label"], body["predicted"], body["model_version"])
-
-
 def decode(fields: dict[str, bytes | str]) -> Frame:
     """A frame from the fields the sampler queued."""
     return Frame.decode(fields)
 
 
-def face_of(frame: Frame, box: tuple[float, float, float, float]) -> np.ndarray:
+def face_of(frame: Frame, box: Sequence[float]) -> np.ndarray:
     """The 48x48 face in ``box`` (source pixels) of ``frame``; :class:`ApiError` 400 if it is not in the frame."""
     x, y, w, h = (v / frame.scale for v in box)
     height, width = frame.image.shape
@@ -149,7 +119,7 @@ async def feedback(request: web.Request) -> web.Response:
     settings = hub.settings
     if not settings.feedback:
         raise ApiError(403, OFF)
-    correction = Correction.parse(await json_object(request))
+    correction = await read_body(request, Correction)
     session = hub.sessions.get(correction.stream)
     if session is not None:
         access.check_stream_key(request, session.key)

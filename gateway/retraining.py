@@ -4,8 +4,9 @@ Routes::
 
     GET    /api/training-jobs               every job (queued, started, finished, failed, canceled), newest first,
                                             and how many trainers are alive
-    POST   /api/training-jobs               a retraining spec (fields of training.client.RetrainSpec, plus
-                                            "include_feedback": true to train on the feedback dataset too) -> 201;
+    POST   /api/training-jobs               a retraining spec (gateway.bodies.TrainingRequest: the fields of
+                                            training.client.RetrainSpec, plus "include_feedback": true to train
+                                            on the feedback dataset too) -> 201;
                                             400 for data outside EMOSTREAM_DATA_ROOTS or missing, 503 with no trainer
     GET    /api/training-jobs/{id}          status, per-epoch progress and metrics, the resulting version
     DELETE /api/training-jobs/{id}          cancel (a running job stops within a second or two)
@@ -20,10 +21,7 @@ never may (aiortc and TensorFlow in one process crash).
 """
 
 import asyncio
-import dataclasses
 import logging
-import types
-from typing import Any, get_args, get_origin
 
 import redis
 from aiohttp import web
@@ -31,7 +29,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from emostream.config import Settings
-from gateway.api import HUB, SYNC_REDIS, ApiError, json_object
+from gateway.api import HUB, SYNC_REDIS, ApiError, read_body
+from gateway.bodies import Promotion, TrainingRequest
 from gateway.feedback import FeedbackStore
 from model_store.announcement import announce
 from model_store.card import model_card
@@ -54,37 +53,11 @@ routes = web.RouteTableDef()
 ENDED = ("finished", "failed", "canceled", "stopped")
 
 
-def _fits(value: Any, kind: Any) -> bool:
-    """Whether a JSON value has the type of a :class:`RetrainSpec` field."""
-    if isinstance(kind, types.UnionType):
-        return any(_fits(value, option) for option in get_args(kind))
-    if kind is type(None):
-        return value is None
-    if get_origin(kind) is list:
-        return isinstance(value, list) and all(_fits(item, get_args(kind)[0]) for item in value)
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
-def parse_spec(body: dict, settings: Settings, live: list[dict]) -> RetrainSpec:
-    """The spec in a request body, checked against the ``live`` trainers' offers; :class:`ApiError`
-    400 names the unknown or invalid field, 503 says no trainer is alive."""
-    body = dict(body)
-    include_feedback = body.pop("include_feedback", False)
-    if not isinstance(include_feedback, bool):
-        raise ApiError(400, "include_feedback must be true or false")
-    kinds = {f.name: f.type for f in dataclasses.fields(RetrainSpec)}
-    for name, value in body.items():
-        if name in kinds and not _fits(value, kinds[name]):
-            raise ApiError(400, f"{name} must be {getattr(kinds[name], '__name__', kinds[name])}, not {value!r}")
-    try:
-        spec = RetrainSpec.from_json(body)
-    except ValueError as err:
-        raise ApiError(400, str(err)) from None
-    if include_feedback:
+def parse_spec(request: TrainingRequest, settings: Settings, live: list[dict]) -> RetrainSpec:
+    """The requested spec, checked against the ``live`` trainers' offers; :class:`ApiError` 400 says
+    what is wrong with its data or feedback, 503 that no trainer is alive."""
+    spec = request.spec()
+    if request.include_feedback:
         if not sum(FeedbackStore(settings.feedback_dir).count().values()):
             raise ApiError(400, f"include_feedback: no feedback stored yet in {settings.feedback_dir}")
         spec.extra_train = [*spec.extra_train, str(settings.feedback_dir)]
@@ -122,7 +95,7 @@ async def jobs(request: web.Request) -> web.Response:
 @routes.post("/api/training-jobs")
 async def start_job(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
-    body, client = await json_object(request), request.app[SYNC_REDIS]
+    body, client = await read_body(request, TrainingRequest), request.app[SYNC_REDIS]
     spec = await asyncio.to_thread(lambda: parse_spec(body, settings, offers(client, settings)))
     job = await asyncio.to_thread(enqueue, client, spec)
     log.info("retraining job %s queued: %s", job.id, spec)
@@ -216,13 +189,7 @@ async def rollback(request: web.Request) -> web.Response:
 
 @routes.post("/api/models/{version}/promote")
 async def promote(request: web.Request) -> web.Response:
-    body = await json_object(request)
-    unknown = set(body) - {"force"}
-    if unknown:
-        raise ApiError(400, f'unknown option(s) {sorted(unknown)}; expected {{"force": bool}}')
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise ApiError(400, "force must be true or false")
+    force = (await read_body(request, Promotion)).force
     settings = request.app[HUB].settings
     view = await asyncio.to_thread(_promote, settings, request.app[SYNC_REDIS], request.match_info["version"], force)
     return web.json_response(view)

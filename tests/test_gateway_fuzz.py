@@ -1,4 +1,4 @@
-"""Malformed input against every operation of the gateway's own OpenAPI document (gateway/openapi.json), on a
+"""Malformed input against every operation of the gateway's own OpenAPI document (gateway.openapi), on a
 real gateway process and Redis: hypothesis makes the paths, headers and bodies; no answer is a 5xx, every
 answer is JSON or the document's media type, and the process stays alive.
 """
@@ -8,18 +8,19 @@ import json
 import string
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-from gateway_helpers import REPO, GatewayProcess
+from gateway_helpers import GatewayProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from emostream.config import Settings
 from emostream.redis_server import RedisServer
 from gateway.app import create_app
+from gateway.openapi import document
 
-DOCUMENT = json.loads((Path(REPO) / "gateway" / "openapi.json").read_text())
+DOCUMENT = json.loads(json.dumps(document()))  # as served: JSON types only
 OPERATIONS = [(path, method.upper()) for path, item in DOCUMENT["paths"].items() for method in item]
 TOKEN = "fuzz-token"
 EXAMPLES = 40
@@ -31,10 +32,16 @@ json_values = st.recursive(
 )
 
 
+def resolve(schema: dict) -> dict:
+    """A schema, or the component it refers to."""
+    ref = schema.get("$ref", "")
+    return DOCUMENT["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
 @st.composite
 def bodies(draw, operation: dict) -> bytes:
     """A body for ``operation``: JSON shaped like its schema with wrong values, any JSON, or any bytes."""
-    schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    schema = resolve(operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}))
     fields = list(schema.get("properties", {}))
     shaped = st.fixed_dictionaries({}, optional={name: json_values for name in fields})
     choice = draw(st.sampled_from(["shaped", "json", "bytes", "empty"]))
@@ -122,4 +129,20 @@ def test_the_document_describes_every_route_and_is_served(gateway):
     with urllib.request.urlopen(urllib.request.Request(f"{gateway.url}/api/openapi.json", headers=headers)) as answer:
         served = json.load(answer)
     assert served == DOCUMENT and DOCUMENT["openapi"].startswith("3.")
-    assert routes == set(OPERATIONS), "gateway/openapi.json lists exactly the gateway's routes"
+    assert routes == set(OPERATIONS), "gateway.openapi lists exactly the gateway's routes"
+
+
+def references(node: object) -> list[str]:
+    """Every ``$ref`` in a JSON value."""
+    if isinstance(node, dict):
+        own = [node["$ref"]] if "$ref" in node else []
+        return own + [ref for value in node.values() for ref in references(value)]
+    return [ref for value in node for ref in references(value)] if isinstance(node, list) else []
+
+
+def test_every_schema_is_valid_json_schema_and_every_reference_resolves():
+    for schema in DOCUMENT["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    for ref in references(DOCUMENT):
+        _, components, kind, name = ref.split("/")
+        assert components == "components" and name in DOCUMENT["components"][kind], ref

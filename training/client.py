@@ -7,10 +7,11 @@ imports neither TensorFlow nor the job body: a job is queued by the dotted name 
 """
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -18,50 +19,42 @@ from rq.job import Job
 from emostream.config import Settings
 
 QUEUE = "training"
-POLICIES = ("auto", "manual")
+Policy = Literal["auto", "manual"]
+"""What happens to a finished job's model: see :attr:`RetrainSpec.promotion`."""
 JOB_FUNCTION = "training.jobs.run_job"
 """What a trainer runs for each job (imported there, by name, never here)."""
 
 
-@dataclass
-class RetrainSpec:
-    """What to train; the options of ``emostream train`` a user may set remotely."""
+class RetrainSpec(BaseModel):
+    """What to train: the options of ``emostream train`` a user may set remotely.
+
+    The one definition of a job's spec: ``emostream retrain`` builds it from flags, the gateway's
+    ``POST /api/training-jobs`` validates a request body with it (and the API's OpenAPI schema is
+    generated from it), and a job carries it as a plain dict (:meth:`model_dump`) that the trainer
+    validates again (:meth:`model_validate`).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     data: str = ""
     """The dataset (default: the trainer's ``EMOSTREAM_DATA``); it must lie under ``EMOSTREAM_DATA_ROOTS``."""
     architecture: str = "emonet"
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    limit: int | None = None
-    extra_train: list[str] = field(default_factory=list)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    limit: int | None = Field(None, ge=1)
+    """At most this many images per split."""
+    extra_train: list[str] = []
+    """Extra ``<class>/`` folders to train on (e.g. feedback), also under ``EMOSTREAM_DATA_ROOTS``."""
     init_from_live: bool = False
     """Fine-tune from the live model (its version becomes the parent) instead of from scratch."""
     shadow: bool = False
     """Before promotion, compare the candidate with the live model on the workers' live face sample."""
-    promotion: str = "auto"
+    promotion: Policy = "auto"
     """auto: promote when more accurate than live on validation; manual: publish only."""
-    timeout_s: int = 6 * 3600
-
-    def validate(self) -> None:
-        if self.promotion not in POLICIES:
-            raise ValueError(f"promotion must be one of {POLICIES}, not {self.promotion!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.timeout_s < 1:
-            raise ValueError("epochs, batch_size, learning_rate and timeout_s must be positive")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be positive")
-
-    @classmethod
-    def from_json(cls, raw: dict) -> "RetrainSpec":
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown retraining option(s) {sorted(unknown)}")
-        try:
-            spec = cls(**raw)
-        except TypeError as err:
-            raise ValueError(str(err)) from None
-        spec.validate()
-        return spec
+    timeout_s: int = Field(6 * 3600, ge=1)
 
 
 class NoTrainer(ValueError):
@@ -109,15 +102,14 @@ def cancel_key(settings: Settings, job_id: str) -> str:
 
 def enqueue(client: redis.Redis, spec: RetrainSpec) -> Job:
     """Queue a retraining job with an explicit timeout; failures stay in RQ's failed registry."""
-    spec.validate()
     queue = Queue(QUEUE, connection=client)
     return queue.enqueue_call(
         JOB_FUNCTION,
-        args=(asdict(spec),),  # the spec only: the trainer uses its own settings, and no secret enters Redis
+        args=(spec.model_dump(),),  # the spec only: the trainer uses its own settings, and no secret enters Redis
         timeout=spec.timeout_s + 600,
         result_ttl=7 * 86400,
         failure_ttl=7 * 86400,
-        meta={"progress": [], "spec": asdict(spec)},
+        meta={"progress": [], "spec": spec.model_dump()},
         description=f"retrain {spec.architecture} for {spec.epochs} epochs",
     )
 

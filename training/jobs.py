@@ -113,7 +113,7 @@ def run_job(raw_spec: dict) -> dict:
 
     It runs in the trainer's process, with the trainer's own settings and environment.
     """
-    spec = RetrainSpec.from_json(raw_spec)
+    spec = RetrainSpec.model_validate(raw_spec)
     settings = Settings.from_env()
     spec.data = spec.data or str(settings.data)
     env = dict(os.environ)
