@@ -1,4 +1,4 @@
-"""The page in Chromium with a fake webcam, a real gateway process and Redis; the test answers frames."""
+"""The page in Chromium with a fake webcam, a real gateway process, Redis and the real worker with stubbed models."""
 
 import json
 import re
@@ -8,8 +8,9 @@ import redis
 from browser import BOX_COLOURED, VIDEO_STATE, chromium, open_page
 from clips import make_clip, validation_faces, write_y4m
 from factories import fer_dataset
-from gateway_helpers import AnsweringWorker, GatewayProcess, face
+from gateway_helpers import GatewayProcess, face
 from rq import Queue
+from stand_ins import StubbedWorker
 
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
@@ -36,7 +37,7 @@ def test_autostarted_page_plays_the_labelled_video_and_collects_results(redis_se
         GatewayProcess(
             redis_server.url, EMOSTREAM_RESULT_MAX_AGE="30", EMOSTREAM_MODEL_STORE=str(tmp_path / "store")
         ) as gateway,
-        AnsweringWorker(redis_server.url, Settings().keys, [answer]),
+        StubbedWorker(redis_server.url, Settings(), [answer]),
         chromium(clip) as browser,
     ):
         page = open_page(browser, f"{gateway.url}/?autostart=1")
@@ -90,7 +91,7 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
     idle_trainer.settings = Settings.from_env(env)
     with (
         GatewayProcess(redis_server.url, **env) as gateway,
-        AnsweringWorker(redis_server.url, Settings().keys, [face(truth[0][0].box, "happy")]),
+        StubbedWorker(redis_server.url, Settings(), [face(truth[0][0].box, "happy")]),
         chromium(clip) as browser,
     ):
         page = open_page(browser, f"{gateway.url}/?autostart=1")
@@ -182,7 +183,7 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
     with (
         GatewayProcess(redis_server.url, **env) as gateway,
-        AnsweringWorker(redis_server.url, Settings().keys, [face(truth[0][0].box, "happy")]),
+        StubbedWorker(redis_server.url, Settings(), [face(truth[0][0].box, "happy")]),
         chromium(clip) as browser,
     ):
         context = browser.new_context(viewport={"width": 390, "height": 844})
@@ -251,7 +252,7 @@ def test_labels_drawn_by_the_browser_timeline_and_download(redis_server, tmp_pat
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_RESULT_MAX_AGE": "30"}
     with (
         GatewayProcess(redis_server.url, **env) as gateway,
-        AnsweringWorker(redis_server.url, Settings().keys, [face(box, "happy")]),
+        StubbedWorker(redis_server.url, Settings(), [face(box, "happy")]),
         chromium(clip) as browser,
     ):
         page = open_page(browser, f"{gateway.url}/?overlay=browser&autostart=1")
@@ -290,6 +291,8 @@ def test_labels_drawn_by_the_browser_timeline_and_download(redis_server, tmp_pat
             arg=[page.evaluate_handle("window.emostream.cameras[0]")],
         )
         page.wait_for_function(f"(arg) => ({BOX_COLOURED})(arg) > 0.5", arg=[0, list(box)])
+        page.wait_for_function("window.emostream.cameras[0].videoStats.receivedFps > 0")
+        rates = page.inner_text(".camera .video-rates")
         switched = open_streams(gateway.url)
     assert drawn == {
         "overlay": "browser",
@@ -304,6 +307,7 @@ def test_labels_drawn_by_the_browser_timeline_and_download(redis_server, tmp_pat
     assert all(Result.from_json(line).to_json() == line for line in lines), "one wire Result per line"
     assert {face["track"] for line in lines for face in line["faces"]} == {1}
     assert [s["return_video"] for s in switched] == [True], "switching to server video makes a new offer"
+    assert re.fullmatch(r"video: sending \d+ fps · returned \d+ fps, \d+ dropped", rates), rates
 
 
 def test_a_blocked_camera_is_explained_once_and_not_retried(redis_server, tmp_path):

@@ -2,7 +2,7 @@
 // video, or by this browser on a canvas over the local preview), its rates and its faces panel.
 import { drawResult } from "./draw.js";
 import { FacePanel } from "./faces.js";
-import { fetchJson, iceGatheringDone, videoStats } from "./net.js";
+import { fetchJson, iceGatheringDone, readVideoStats } from "./net.js";
 import { $, ageOf, emostream, notice } from "./state.js";
 
 const MAX_RESULTS = 1000; // window.emostream.results keeps this many, of every camera
@@ -46,7 +46,7 @@ export class Camera {
     this.arrivals = []; // [browser time ms, latency s] of recent results
     this.last = null; // the latest result of this camera
     this.log = []; // its results, for download (at most MAX_LOG, oldest dropped)
-    this.video_stats = { sentFps: null, receivedFps: null, dropped: null };
+    this.videoStats = { sentFps: null, receivedFps: null, dropped: null };
     this.wanted = false; // started by the user and not stopped: keep reconnecting
     this.retries = 0;
     this.retryTimer = null;
@@ -199,7 +199,7 @@ export class Camera {
     this.video.srcObject = null;
     this.arrivals = [];
     this.last = null; // nothing shown is current any more: no stale faces or rates
-    this.video_stats = { sentFps: null, receivedFps: null, dropped: null };
+    this.videoStats = { sentFps: null, receivedFps: null, dropped: null };
     this.faces.clear();
     $(".fps", this.element).textContent = "– results/s";
     $(".latency", this.element).textContent = "– ms";
@@ -254,9 +254,10 @@ export class Camera {
 
   async readStats(pc) {
     if (this.pc !== pc) return;
-    const stats = (this.video_stats = await videoStats(pc));
-    const parts = [`video: sending ${stats.sentFps ?? 0} fps`];
-    if (this.overlay === "server") parts.push(`returned ${stats.receivedFps ?? 0} fps, ${stats.dropped ?? 0} dropped`);
+    const stats = (this.videoStats = await readVideoStats(pc));
+    const fps = (value) => Math.round(value ?? 0);
+    const parts = [`video: sending ${fps(stats.sentFps)} fps`];
+    if (this.overlay === "server") parts.push(`returned ${fps(stats.receivedFps)} fps, ${stats.dropped ?? 0} dropped`);
     else parts.push("labels drawn here");
     $(".video-rates", this.element).textContent = parts.join(" · ");
   }

@@ -40,7 +40,7 @@ export function iceGatheringDone(pc) {
 }
 
 // The video stats of a peer connection: frames per second sent and returned, returned frames dropped.
-export async function videoStats(pc) {
+export async function readVideoStats(pc) {
   const stats = { sentFps: null, receivedFps: null, dropped: null };
   for (const report of (await pc.getStats()).values()) {
     if (report.kind !== "video") continue;
