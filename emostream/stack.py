@@ -128,7 +128,7 @@ class EmbeddedStack:
 
     def wait_for_workers(self, count: int) -> None:
         """Block until ``count`` workers have registered a heartbeat (model loaded, group joined)."""
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = redis.Redis.from_url(self.settings.require_redis_url("workers register in Redis"))
         deadline = time.monotonic() + self.ready_timeout
         try:
             while len(self.live_workers(client)) < count:

@@ -48,7 +48,7 @@ class StatusServer:
 
     @property
     def address(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.httpd.socket.getsockname()[:2]  # what server_address holds once bound
         return f"{host}:{port}"
 
     def start(self) -> "StatusServer":

@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 
 from aiohttp import web
+from multidict import MultiDict
 
 from emostream.config import Settings
 from gateway.api import ApiError, Handler
@@ -132,7 +133,7 @@ def access_middleware(settings: Settings):
             given = request.query["token"]
             if role_of(settings, given) is None or not (settings.token or settings.admin_token):
                 raise ApiError(401, "wrong token")
-            query = request.query.copy()
+            query = MultiDict(request.query)
             del query["token"]
             response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(query))})
             secure = came_over_https(request, trusted)

@@ -140,7 +140,7 @@ async def offer(request: web.Request) -> web.Response:
         raise ApiError(504, "timed out answering the offer") from None
     return web.json_response(
         Answer(
-            sdp=answer.sdp, type=answer.type, stream=session.stream, key=session.key, return_video=session.return_video
+            sdp=answer.sdp, type="answer", stream=session.stream, key=session.key, return_video=session.return_video
         ).model_dump()
     )
 
@@ -207,15 +207,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     ``metrics`` defaults to a private registry without process collectors (several apps may share
     a test process); :func:`gateway.command.run` passes the process's own.
     """
-    if not settings.redis_url:
+    redis_url = settings.redis_url
+    if not redis_url:
         raise ValueError("the gateway needs settings.redis_url (REDIS_URL)")
     if settings.max_streams < 1 or settings.stream_idle_timeout <= 0:
         raise ValueError("max_streams must be >= 1 and stream_idle_timeout positive")
     access.check_exposure(settings)
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=READY_TIMEOUT)
-        sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=30)
+        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=READY_TIMEOUT)
+        sync = redis.Redis.from_url(redis_url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=30)
         hub = Hub(settings, client, metrics)
         await hub.start()
         app[HUB] = hub

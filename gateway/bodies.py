@@ -10,10 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from emostream.labels import EMOTIONS
+from emostream.labels import Emotion
 from training.client import RetrainSpec
-
-Emotion = Literal[EMOTIONS]
 
 
 class Body(BaseModel):

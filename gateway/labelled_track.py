@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from aiortc import MediaStreamTrack
 from av import VideoFrame
@@ -51,7 +52,7 @@ class LabelledTrack(MediaStreamTrack):
             self._result, self._source_width = result, source_width
 
     async def recv(self) -> VideoFrame:
-        frame = await self.source.recv()
+        frame = cast(VideoFrame, await self.source.recv())  # a video track's frames
         result = self._result
         if result is None or not result.faces:
             return frame

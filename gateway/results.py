@@ -8,7 +8,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from emostream.metrics import Metrics
-from ingest.wire import Result, WireError
+from ingest.wire import Result, WireError, read_entries
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ResultReader:
         self.deliver = deliver
         self.metrics = metrics
         self.clock = clock
-        self._last_id = "0-0"
+        self._last_id: bytes | str = "0-0"
 
     async def run(self) -> None:
         """Read until cancelled; Redis errors are logged and retried, never raised."""
@@ -57,10 +57,9 @@ class ResultReader:
         """Dispatch the entries that arrive within ``block_ms``; returns how many were read."""
         reply = await self.redis.xread({self.key: self._last_id}, count=READ_COUNT, block=block_ms)
         ids = []
-        for _key, entries in reply or []:
-            for entry_id, fields in entries:
-                ids.append(entry_id)
-                self._dispatch(entry_id, fields)
+        for entry_id, fields in read_entries(reply):
+            ids.append(entry_id)
+            self._dispatch(entry_id, fields)
         if ids:
             self._last_id = ids[-1]
             await self.redis.xdel(self.key, *ids)

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 from aiortc import MediaStreamTrack
@@ -161,7 +162,7 @@ class TrackSampler:
         """Put every frame of the track in the slot; a frame still there is superseded."""
         while True:
             try:
-                frame = await self.track.recv()
+                frame = cast(VideoFrame, await self.track.recv())  # a video track's frames
             except MediaStreamError:
                 break
             except Exception:
@@ -195,7 +196,10 @@ class TrackSampler:
     async def _queue(self, seq: int, fields: dict[str, bytes | str], width: int) -> None:
         try:
             await self.redis.xadd(
-                self.settings.keys.frames, fields, maxlen=self.settings.frames_maxlen, approximate=True
+                self.settings.keys.frames,
+                fields,  # type: ignore[arg-type]  # redis-py's dict[FieldT, EncodableT] is invariant: takes no narrower dict
+                maxlen=self.settings.frames_maxlen,
+                approximate=True,
             )
         except (aioredis.RedisError, OSError) as err:
             self.inflight.pop(seq, None)

@@ -8,7 +8,7 @@ from typing import TextIO
 import redis
 
 from ingest.tracks import StreamTracks
-from ingest.wire import Result, WireError
+from ingest.wire import Result, WireError, read_entries
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,9 @@ class Collector:
     def poll(self, wait: float) -> list[Result]:
         """The results that arrived since the last poll, waiting up to ``wait`` seconds for the first."""
         block = int(wait * 1000) or None
-        answer = self.client.xread({self.reply: self._last_id}, count=READ_COUNT, block=block)
-        if not answer:
+        entries = read_entries(self.client.xread({self.reply: self._last_id}, count=READ_COUNT, block=block))
+        if not entries:
             return []
-        entries = answer[0][1]
         self._last_id = entries[-1][0]
         self.client.xtrim(self.reply, minid=self._last_id, approximate=False)
         results = []

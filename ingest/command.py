@@ -52,7 +52,8 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with contextlib.ExitStack() as stack:
             stop = stack.enter_context(_stop_on_signals())
-            source = stack.enter_context(open_source(args.source, settings, args.fps))
+            source = open_source(args.source, settings, args.fps)
+            stack.enter_context(source)
             out = sys.stdout if args.out == "-" else stack.enter_context(open(args.out, "w"))
             settings = stack.enter_context(_queue(settings))
             client = stack.enter_context(_connect(settings))
@@ -104,7 +105,7 @@ def _queue(settings: Settings) -> Iterator[Settings]:
 def _connect(settings: Settings) -> Iterator["redis.Redis"]:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.require_redis_url("workers read frames from Redis"))
     try:
         client.ping()
     except redis.RedisError as err:

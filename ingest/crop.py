@@ -8,6 +8,8 @@ exactly the Haar box as on the original 48x48 images (70.7% against 72.5% on the
 67.7% with 10% more margin, 64.7% with 20%). So a crop is the Haar box, squared.
 """
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -36,7 +38,7 @@ def crop_face(gray: np.ndarray, box: Box, scale: float = FER_BOX_SCALE) -> np.nd
     return cv2.resize(region, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
 
 
-def crop_faces(gray: np.ndarray, boxes: list[Box], scale: float = FER_BOX_SCALE) -> np.ndarray:
+def crop_faces(gray: np.ndarray, boxes: Sequence[Box], scale: float = FER_BOX_SCALE) -> np.ndarray:
     """All faces of a frame as ``(N, 48, 48)`` uint8."""
     if not boxes:
         return np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)

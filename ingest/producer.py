@@ -122,5 +122,6 @@ class Producer:
     def _xadd(self, frame: Frame) -> None:
         fields = frame.encode(self._encoding, self.settings.jpeg_quality)
         keys = self.settings.keys
-        self.client.xadd(keys.frames, fields, maxlen=self.settings.frames_maxlen, approximate=True)
+        # redis-py's dict[FieldT, EncodableT] is invariant: it takes no narrower dict
+        self.client.xadd(keys.frames, fields, maxlen=self.settings.frames_maxlen, approximate=True)  # type: ignore[arg-type]
         self.window.add(frame, time.monotonic())

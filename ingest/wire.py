@@ -28,6 +28,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -185,6 +186,16 @@ class Result:
         except json.JSONDecodeError as err:
             raise WireError(f"result is not JSON: {err}") from err
         return cls.from_json(raw)
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+"""A stream entry as read from Redis: its id and its fields (bytes: clients here do not decode replies)."""
+
+
+def read_entries(reply: object) -> list[Entry]:
+    """The entries of an XREAD or XREADGROUP reply on one stream: ``[[stream, entries]]``, or nothing (``None``
+    or empty) when the read timed out. redis-py types the reply for RESP3 too (a dict); clients here speak RESP2."""
+    return cast(list[list[Any]], reply)[0][1] if reply else []
 
 
 def _getter(fields: dict[bytes, bytes]):

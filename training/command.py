@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from emostream import logs
 from emostream.config import Settings
@@ -171,7 +172,8 @@ def _cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
     url = settings.require_redis_url("the live face sample is in the shared Redis")
     raw = redis.Redis.from_url(url).lrange(settings.keys.face_sample, 0, -1)
-    print(json.dumps(compare(settings.model_store(), args.version, sampled_faces(raw), args.against)))
+    faces = sampled_faces(cast(list[bytes], raw))  # the client does not decode replies
+    print(json.dumps(compare(settings.model_store(), args.version, faces, args.against)))
     return 0
 
 

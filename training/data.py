@@ -50,7 +50,8 @@ def to_face(image: np.ndarray) -> np.ndarray:
         code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         image = cv2.cvtColor(image, code)
     if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        # OpenCV allocates dst when given None; its stubs require an array
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
     if image.shape != (FACE_SIZE, FACE_SIZE):
         interpolation = cv2.INTER_AREA if image.shape[0] > FACE_SIZE else cv2.INTER_LINEAR
         image = cv2.resize(image, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)

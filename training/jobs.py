@@ -119,7 +119,7 @@ def run_job(raw_spec: dict) -> dict:
     env = dict(os.environ)
     job = get_current_job()
     job_id = job.id if job else f"local-{int(time.time())}"
-    client = job.connection if job else redis.Redis.from_url(settings.redis_url)
+    client = job.connection if job else redis.Redis.from_url(settings.require_redis_url("a job reports to Redis"))
     store = settings.model_store()
     parent = store.live_version() if spec.init_from_live else None
     run_dir = settings.runs_dir / f"job-{job_id}"
@@ -201,7 +201,7 @@ def _set_meta(job: Job | None, **values: object) -> None:
 
 def run_trainer(settings: Settings, burst: bool = False) -> None:
     """``emostream trainer``: a non-forking RQ worker on the training queue."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.require_redis_url("trainers take jobs from the shared Redis"))
     trainer = Trainer([Queue(QUEUE, connection=client)], connection=client, worker_ttl=OFFER_EVERY_S + 15)
     trainer.settings = settings
     trainer.work(burst=burst, with_scheduler=False)

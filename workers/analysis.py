@@ -1,6 +1,7 @@
 """Frames in, labelled faces out: detect every frame, crop, classify all faces in one call."""
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +35,8 @@ def analyse(
     ``keys`` (stream, seq) place each frame in its stream, for detectors that follow streams.
     """
     started = time.perf_counter()
-    boxes: list[list[Box]] = [
-        detector.detect(gray, key) for gray, key in zip(grays, keys or [None] * len(grays), strict=True)
-    ]
+    frame_keys: Sequence[FrameKey | None] = keys or [None] * len(grays)
+    boxes: list[list[Box]] = [detector.detect(gray, key) for gray, key in zip(grays, frame_keys, strict=True)]
     crops = [crop_faces(gray, frame_boxes) for gray, frame_boxes in zip(grays, boxes, strict=True)]
     detected = time.perf_counter()
     faces_in = np.concatenate(crops) if crops else np.zeros((0, 48, 48), np.uint8)

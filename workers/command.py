@@ -40,7 +40,7 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
     from workers.detection import make_detector
     from workers.worker import Worker
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.require_redis_url("workers serve a shared Redis"))
     metrics = Metrics()
     with logs.quiet_native_start():
         model = LiveModel(settings.model_store(), settings.runtime, threads)

@@ -15,6 +15,7 @@ near each face's size: a fraction of a full pass, used by :mod:`workers.tracking
 """
 
 import cv2
+import cv2.data
 import numpy as np
 
 from workers.detect import Box, FrameKey, nearest, window

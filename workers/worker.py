@@ -35,7 +35,7 @@ import redis
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from ingest.keys import live_heartbeats
-from ingest.wire import WIRE_VERSION, Frame, Result, WireError
+from ingest.wire import WIRE_VERSION, Entry, Frame, Result, WireError, read_entries
 from workers.analysis import analyse
 from workers.classify import LiveModel
 from workers.detect import Detector
@@ -142,9 +142,9 @@ class Worker:
         batch.read_at = time.time()
         return batch
 
-    def _read(self, count: int, block_ms: int | None) -> list:
+    def _read(self, count: int, block_ms: int | None) -> list[Entry]:
         reply = self.redis.xreadgroup(self.keys.group, self.name, {self.keys.frames: ">"}, count=count, block=block_ms)
-        return list(reply[0][1]) if reply else []
+        return list(read_entries(reply))
 
     def _accept(self, batch: Batch, entry_id: bytes, fields: dict, stale_reason: str = "stale") -> None:
         try:
