@@ -17,8 +17,8 @@ from ``/proc`` for the process doing the work, which keeps the figures usable on
   FER-matched crops, one classifier call per batch of 16) on one core: LiteRT and OpenCV limited to one thread and the
   process pinned to one CPU; frames per CPU second and per wall second.
 - ``gateway``: an ``emostream gateway`` process serving N aiortc cameras (640x480, ``--camera-fps``) from this
-  process, each answered by a stand-in worker; the gateway's CPU seconds per camera-second
-  (VP8 decode, sampling, JPEG encode, overlay, VP8 encode of the returned video).
+  process, each answered by the real worker with stubbed models (``tests/stand_ins.py``); the gateway's CPU seconds
+  per camera-second (VP8 decode, sampling, JPEG encode, overlay, VP8 encode of the returned video).
 """
 
 import argparse
@@ -162,7 +162,8 @@ def measure_worker(frames: list[np.ndarray], settings: Settings, seconds: float)
 
 
 def measure_gateway(cameras: int, seconds: float, fps: float) -> dict:
-    from gateway_helpers import AnsweringWorker, ClipTrack, GatewayProcess, connect, face
+    from gateway_helpers import ClipTrack, GatewayProcess, connect, face
+    from stand_ins import StubbedWorker
 
     faces = validation_faces(("happy", "surprise"), per_class=3)
     clip, _ = make_clip(faces, 30, hold=5)
@@ -189,7 +190,7 @@ def measure_gateway(cameras: int, seconds: float, fps: float) -> dict:
     with (
         RedisServer() as server,
         GatewayProcess(server.url) as gateway,
-        AnsweringWorker(server.url, Keys(), [face((200, 150, 192, 192), "happy")]),
+        StubbedWorker(server.url, Settings(), [face((200, 150, 192, 192), "happy")]),
     ):
         return asyncio.run(play(gateway))
 

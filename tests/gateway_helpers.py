@@ -1,4 +1,4 @@
-"""Real gateways, real aiortc clients and a test-side worker speaking the wire protocol over real Redis.
+"""Real gateways, real aiortc clients, and the test as a worker reading chosen frames off a real Redis.
 
 Run as a script (``python tests/gateway_helpers.py URL``), it is a camera client that connects,
 prints its stream id and streams until killed: a client that can vanish mid-call.
@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -164,7 +163,13 @@ async def connect(
 
 
 class WireWorker:
-    """The worker's side of the protocol, done by the test: XREADGROUP frames, XADD results to ``reply``."""
+    """The worker's side of the protocol, done by the test: XREADGROUP frames, XADD results to ``reply``.
+
+    For tests that decide which frame gets which answer, and when: the raw fields of what the gateway
+    sent, one chosen frame answered late, one frame answered over and over. The real worker answers
+    every frame it reads, once, as soon as it can; for a worker that answers every frame with given
+    faces, use :class:`stand_ins.StubbedWorker`.
+    """
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, name: str = "test-worker") -> None:
         self.redis = redis
@@ -192,45 +197,6 @@ class WireWorker:
         result = Result(frame.stream, frame.seq, frame.ts, "test-model", faces, self.name, {"queue_s": 0.0})
         await self.redis.xadd(frame.reply, result.encode())
         return result
-
-
-class AnsweringWorker(threading.Thread):
-    """A :class:`WireWorker` in a thread answering every frame with ``faces`` (``with`` starts and stops it)."""
-
-    def __init__(self, redis_url: str, keys: Keys, faces: list[Face]) -> None:
-        super().__init__(daemon=True)
-        self.redis_url = redis_url
-        self.keys = keys
-        self.faces = faces
-        self.answered = 0
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as err:
-            self.error = err
-
-    async def _serve(self) -> None:
-        redis = aioredis.Redis.from_url(self.redis_url)
-        worker = WireWorker(redis, self.keys)
-        await worker.join()
-        while not self.stopping.is_set():
-            for _, frame in await worker.read(block_ms=200):
-                await worker.answer(frame, self.faces)
-                self.answered += 1
-        await redis.aclose()
-
-    def __enter__(self) -> "AnsweringWorker":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.join(10)
-        if self.error:
-            raise self.error
 
 
 def face(box: tuple[int, int, int, int], label: str) -> Face:

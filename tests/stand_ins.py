@@ -1,80 +1,147 @@
-"""The far ends of an ingest run, speaking the real protocols: a worker on a real Redis, an HTTP camera.
+"""The far ends of a frame's path, speaking the real protocols: workers on a real Redis, an HTTP camera.
 
-``StandInWorker`` reads the frames stream through the consumer group and answers on each frame's reply
-stream exactly as workers do, without TensorFlow: every frame gets one face whose box is the whole frame
-mapped back to source pixels (frame size times the frame's ``scale``). ``MjpegCamera`` is an IP camera
-serving Motion-JPEG over HTTP, which OpenCV reads like any network stream.
+``StubbedWorker`` is the real :class:`workers.worker.Worker` (consumer-group reads, batching, the
+publish-and-ack script, heartbeats) in a thread, with its two models stubbed: ``ScriptedFaces``
+finds the faces a test names in every frame and scores them as the test says, without TensorFlow
+or LiteRT. ``MjpegCamera`` is an IP camera serving Motion-JPEG over HTTP, which OpenCV reads like
+any network stream.
 """
 
 import http.server
+import itertools
 import threading
 import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 import redis
 
 from emostream.config import Settings
+from emostream.labels import EMOTIONS
 from ingest.wire import Face, Frame, Result
+from workers.detect import Box, FrameKey
+from workers.worker import Batch, Worker
 
 MODEL = "stand-in"
+"""The model version every :class:`ScriptedFaces` answer names."""
+
+FacesOf = Callable[[np.ndarray, FrameKey | None], list[Face]]
+"""A frame's faces (boxes in frame pixels) from its grayscale image and its (stream, seq)."""
 
 
-class StandInWorker:
-    """Context manager; ``ignore`` maps a seq to how many deliveries of it to drop unanswered."""
+def whole_frame(gray: np.ndarray, key: FrameKey | None = None) -> list[Face]:
+    """One happy face filling the frame (the worker maps its box back to source pixels)."""
+    height, width = gray.shape
+    scores = np.full(len(EMOTIONS), 0.01)
+    scores[EMOTIONS.index("happy")] = 0.94
+    return [Face.from_scores([0, 0, width, height], scores)]
 
-    def __init__(self, url: str, settings: Settings, ignore: dict[int, int] | None = None, delay: float = 0.0):
-        self.client = redis.Redis.from_url(url)
-        self.keys = settings.keys
-        self.ignore = dict(ignore or {})
+
+class ScriptedFaces:
+    """Detector and classifier in one: each frame holds ``faces`` (a list, or a :data:`FacesOf`), and
+    each face is scored with the scores it names.
+
+    The worker detects every frame of a batch in order, then classifies all their crops in one call
+    (:func:`workers.analysis.analyse`); detection queues each face's scores, classification hands the
+    queue back. ``delay`` seconds per frame make a slow detector.
+    """
+
+    version = MODEL
+    architecture = "scripted"
+
+    def __init__(self, faces: list[Face] | FacesOf, delay: float = 0.0) -> None:
+        self.faces_of: FacesOf = faces if callable(faces) else lambda gray, key: faces
         self.delay = delay
-        self.frames: list[Frame] = []
-        """Every frame delivered, answered or not."""
+        self._scores: list[list[float]] = []
+
+    def detect(self, gray: np.ndarray, key: FrameKey | None = None) -> list[Box]:
+        time.sleep(self.delay)
+        faces = self.faces_of(gray, key)
+        self._scores += [[face.scores[name] for name in EMOTIONS] for face in faces]
+        return [tuple(face.box) for face in faces]
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        scores, self._scores = self._scores, []
+        if len(scores) != len(crops):
+            raise AssertionError(f"{len(crops)} crops to classify for {len(scores)} scripted faces")
+        return np.array(scores, np.float32).reshape(len(crops), len(EMOTIONS))
+
+
+class FixedModel:
+    """What a worker asks of :class:`workers.classify.LiveModel`, with one version that never changes."""
+
+    def __init__(self, classifier: ScriptedFaces) -> None:
+        self.classifier = classifier
+        self.refused: dict[str, str] = {}
+
+    def refresh(self, force: bool = False) -> bool:
+        return False
+
+
+_names = itertools.count()
+
+
+class StubbedWorker(Worker):
+    """The real worker answering every frame with ``faces`` (see :class:`ScriptedFaces`), in a thread
+    that ``with`` starts and stops; an error that stopped it is raised on leaving the ``with``.
+
+    ``lose`` maps a seq to how many of its deliveries to acknowledge unanswered, as the worker does
+    with a frame too old to label: the producer must send it again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        faces: list[Face] | FacesOf = whole_frame,
+        lose: dict[int, int] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        scripted = ScriptedFaces(faces, delay)
+        name = f"stubbed-{next(_names)}"
+        super().__init__(settings, redis.Redis.from_url(url), scripted, FixedModel(scripted), name=name)
+        self.lose = dict(lose or {})
+        self.delivered: list[Frame] = []
+        """Every fresh frame delivered, answered or lost."""
         self.answered = 0
         self.max_backlog = 0
-        """Most entries seen in the frames stream (queued or in work) at one read."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        """Most entries in the frames stream (queued or in work) when a batch was in hand."""
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "StandInWorker":
+    def _run(self) -> None:
         try:
-            self.client.xgroup_create(self.keys.frames, self.keys.group, id="0", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+            self.run()
+        except BaseException as err:
+            self.error = err
+
+    def process(self, batch: Batch) -> list[Result]:
+        self.max_backlog = max(self.max_backlog, self.redis.xlen(self.keys.frames))
+        self.delivered += batch.frames
+        kept = [(i, frame) for i, frame in zip(batch.frame_ids, batch.frames, strict=True) if not self._loses(frame)]
+        batch.frame_ids, batch.frames = [i for i, _ in kept], [frame for _, frame in kept]  # the rest: acked unanswered
+        results = super().process(batch)
+        self.answered += len(results)
+        return results
+
+    def _loses(self, frame: Frame) -> bool:
+        if self.lose.get(frame.seq, 0) > 0:
+            self.lose[frame.seq] -= 1
+            return True
+        return False
+
+    def __enter__(self) -> "StubbedWorker":
+        self.ensure_group()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self.max_backlog = max(self.max_backlog, self.client.xlen(self.keys.frames))
-            read = self.client.xreadgroup(self.keys.group, "stand-in", {self.keys.frames: ">"}, count=1, block=50)
-            for entry_id, fields in read[0][1] if read else []:
-                frame = Frame.decode(fields)
-                self.frames.append(frame)
-                time.sleep(self.delay)
-                pipe = self.client.pipeline(transaction=True)  # answer and dequeue at once: backlog stays exact
-                if self.ignore.get(frame.seq, 0) > 0:
-                    self.ignore[frame.seq] -= 1
-                else:
-                    pipe.xadd(frame.reply, self.answer(frame).encode())
-                    self.answered += 1
-                pipe.xack(self.keys.frames, self.keys.group, entry_id)
-                pipe.xdel(self.keys.frames, entry_id)
-                pipe.execute()
-
-    @staticmethod
-    def answer(frame: Frame) -> Result:
-        height, width = frame.image.shape
-        box = [0, 0, round(width * frame.scale), round(height * frame.scale)]
-        scores = np.full(7, 0.01)
-        scores[3] = 0.94  # happy
-        return Result(frame.stream, frame.seq, frame.ts, MODEL, [Face.from_scores(box, scores)], "stand-in")
+        self.stop()
+        self._thread.join(10)
+        self.redis.close()
+        if self.error:
+            raise self.error
 
 
 class MjpegCamera:

@@ -3,13 +3,15 @@ stream (backpressure), offers per client (rate and streams), the results channel
 
 import asyncio
 import signal
+import time
 
 import aiohttp
 import numpy as np
 import redis
 import redis.asyncio as aioredis
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
-from gateway_helpers import AnsweringWorker, ClipTrack, GatewayProcess, WireWorker, connect, face, run, serving, until
+from gateway_helpers import ClipTrack, GatewayProcess, WireWorker, connect, face, run, serving, until
+from stand_ins import StubbedWorker
 from test_gateway_http import call, settings_for
 from test_gateway_sampler import level_frame, sampler_for
 
@@ -37,7 +39,7 @@ def test_a_stream_keeps_at_most_its_bound_of_frames_unanswered_and_resumes_when_
             await until(lambda: session.sampler and session.sampler.stats.backpressured >= 10, 60, "skipped samples")
             queued = await queue.xlen(settings.keys.frames)
             _, _, metrics = await call(http, "GET", f"{served.url}/metrics")
-            with AnsweringWorker(redis_server.url, settings.keys, [face((10, 10, 50, 50), "happy")]) as worker:
+            with StubbedWorker(redis_server.url, settings, [face((10, 10, 50, 50), "happy")]) as worker:
                 await until(lambda: len(client.results) >= 10, 60, "results once a worker answers")
                 await until(lambda: session.sampler.stats.sent >= 14, 60, "more frames queued")
             await client.close()
@@ -124,7 +126,9 @@ def test_results_reach_the_browser_no_faster_than_the_sampling_rate(redis_server
             for _ in range(40):  # a faulty producer answering one frame over and over
                 await worker.answer(frames[0][1], [])
             outcomes: dict[str, float] = {}
+            deadline = time.monotonic() + 30
             while sum(outcomes.values()) < 40:
+                assert time.monotonic() < deadline, f"the 40 results were not all counted: {outcomes}"
                 _, _, metrics = await call(http, "GET", f"{served.url}/metrics")
                 outcomes = {
                     row.split('"')[1]: float(row.split()[-1])
@@ -171,12 +175,12 @@ def test_token_buckets_refill_and_the_client_table_stays_bounded():
 
 
 def test_sigterm_closes_every_stream_and_deletes_the_reply_stream(redis_server):
-    keys = settings_for(redis_server).keys
+    settings = settings_for(redis_server)
     with GatewayProcess(redis_server.url, EMOSTREAM_KEY_PREFIX="test") as gateway:
 
         async def scenario():
             clients = [await connect(gateway.url, camera(), keep_frames=1) for _ in range(2)]
-            with AnsweringWorker(redis_server.url, keys, [face((10, 10, 50, 50), "happy")]):
+            with StubbedWorker(redis_server.url, settings, [face((10, 10, 50, 50), "happy")]):
                 await until(lambda: all(len(c.results) >= 3 for c in clients), 60, "results on every stream")
             gateway.process.send_signal(signal.SIGTERM)
             await until(lambda: gateway.process.poll() is not None, 30, "the gateway to exit")

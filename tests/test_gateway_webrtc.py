@@ -1,4 +1,4 @@
-"""aiortc clients against a real gateway and Redis; the test answers frames as a worker would, over the wire."""
+"""aiortc clients against a real gateway and Redis; the real worker (stubbed models) or the test answers frames."""
 
 import asyncio
 import sys
@@ -21,6 +21,7 @@ from gateway_helpers import (
     serving,
     until,
 )
+from stand_ins import StubbedWorker
 
 from emostream.config import Settings
 from ingest.tracks import StreamTracks
@@ -98,20 +99,14 @@ def test_streams_never_cross_and_unknown_results_are_counted(redis_server):
 
     async def scenario():
         redis = aioredis.Redis.from_url(redis_server.url)
-        worker = WireWorker(redis, settings.keys)
-        await worker.join()
         async with serving(settings) as served:
             clients = [await connect(served.url, ClipTrack(noise_clip(), fps=10), keep_frames=1) for _ in range(2)]
             labels = {clients[0].stream: "happy", clients[1].stream: "sad"}
-            answered: dict[str, int] = {}
-            while min(answered.get(c.stream, 0) for c in clients) < 3:
-                for _, frame in await worker.read():
-                    await worker.answer(frame, [face((10, 10, 50, 50), labels[frame.stream])])
-                    answered[frame.stream] = answered.get(frame.stream, 0) + 1
+            with StubbedWorker(redis_server.url, settings, lambda gray, key: [face((10, 10, 50, 50), labels[key[0]])]):
+                await until(lambda: all(len(c.results) >= 3 for c in clients), 60, "results of both streams")
             reply = settings.keys.results(served.hub.id)
             await redis.xadd(reply, Result("gw-gone-1", 0, time.time(), "m").encode())
             await redis.xadd(reply, {"v": "1", "json": "{broken"})
-            await until(lambda: all(len(c.results) >= 3 for c in clients), 60, "results of both streams")
             await until(lambda: 'outcome="malformed"} 1.0' in served.hub.metrics.render().decode(), 30, "drops")
             metrics = served.hub.metrics.render().decode()
             for client in clients:
@@ -138,25 +133,17 @@ def test_cameras_that_draw_their_own_labels_get_tracked_results_and_no_video(red
     settings = settings_for(redis_server)
 
     async def scenario():
-        redis = aioredis.Redis.from_url(redis_server.url)
-        worker = WireWorker(redis, settings.keys)
-        await worker.join()
         async with serving(settings) as served:
             asked = await connect(served.url, ClipTrack(frames, fps=10), return_video=False)
             send_only = await connect(served.url, ClipTrack(frames, fps=10), direction="sendonly")
             returned = await connect(served.url, ClipTrack(frames, fps=10))
             clients = (asked, send_only, returned)
-            answered: dict[str, int] = {}
-            while min(answered.get(c.stream, 0) for c in clients) < 5:
-                for _, frame in await worker.read():
-                    await worker.answer(frame, [face(box, "happy")])
-                    answered[frame.stream] = answered.get(frame.stream, 0) + 1
-            await until(lambda: all(len(c.results) >= 5 for c in clients), 60, "results of every camera")
-            await until(lambda: returned.frames_seen > 5, 60, "video of the camera that asked for it")
+            with StubbedWorker(redis_server.url, settings, [face(box, "happy")]):
+                await until(lambda: all(len(c.results) >= 5 for c in clients), 60, "results of every camera")
+                await until(lambda: returned.frames_seen > 5, 60, "video of the camera that asked for it")
             described = {s.stream: s.describe()["return_video"] for s in served.hub.sessions.values()}
             for client in clients:
                 await client.close()
-        await redis.aclose()
         return clients, described
 
     (asked, send_only, returned), described = run(scenario())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from clips import iou, make_clip, validation_faces, write_avi
 from factories import REPO
-from stand_ins import MjpegCamera, StandInWorker
+from stand_ins import MjpegCamera, StubbedWorker
 
 from emostream.cli import main
 from emostream.config import Settings
@@ -68,7 +68,7 @@ def test_a_file_through_a_shared_redis(tmp_path, capsys, monkeypatch, redis_serv
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     avi = write_avi(FRAMES, tmp_path / "clip.avi")
     out = tmp_path / "results.jsonl"
-    with StandInWorker(redis_server.url, Settings()):
+    with StubbedWorker(redis_server.url, Settings()):
         assert main(["ingest", "--source", str(avi), "--out", str(out)]) == 0
     lines = read_lines(out)
     assert [line["seq"] for line in lines] == list(range(20))
@@ -78,7 +78,7 @@ def test_a_file_through_a_shared_redis(tmp_path, capsys, monkeypatch, redis_serv
 
 def test_sigterm_stops_a_live_camera_cleanly(tmp_path, redis_server):
     out = tmp_path / "live.jsonl"
-    with MjpegCamera(FRAMES, fps=25) as camera, StandInWorker(redis_server.url, Settings()) as worker:
+    with MjpegCamera(FRAMES, fps=25) as camera, StubbedWorker(redis_server.url, Settings()) as worker:
         proc = emostream("ingest", "--source", camera.url, "--out", str(out), env={"REDIS_URL": redis_server.url})
         try:
             deadline = time.monotonic() + 60

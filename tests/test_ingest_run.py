@@ -1,4 +1,4 @@
-"""Whole ingest runs against a real Redis, with a stand-in worker answering through the consumer group."""
+"""Whole ingest runs against a real Redis, with the real worker (stubbed models) answering through the consumer group."""
 
 import io
 import json
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from clips import write_avi
-from stand_ins import MODEL, MjpegCamera, StandInWorker
+from stand_ins import MODEL, MjpegCamera, StubbedWorker
 
 from emostream.config import Settings
 from ingest.run import IngestRun, IngestStalled
@@ -35,7 +35,7 @@ def ingest(source, client, settings, stop=None) -> tuple[list[dict], object]:
 
 def test_a_file_gives_one_result_per_frame_in_order_never_more_than_the_window_ahead(avi, redis_server, redis_client):
     settings = settings_for(redis_server, inflight_frames=4)
-    with StandInWorker(redis_server.url, settings, delay=0.01) as worker:
+    with StubbedWorker(redis_server.url, settings, delay=0.01) as worker:
         lines, summary = ingest(open_source(str(avi), settings), redis_client, settings)
     assert [line["seq"] for line in lines] == list(range(30))
     assert all(line["model_version"] == MODEL for line in lines)
@@ -48,23 +48,23 @@ def test_a_file_gives_one_result_per_frame_in_order_never_more_than_the_window_a
 
 def test_a_file_with_fps_sends_only_sampled_frames(avi, redis_server, redis_client):
     settings = settings_for(redis_server)
-    with StandInWorker(redis_server.url, settings):
+    with StubbedWorker(redis_server.url, settings):
         lines, summary = ingest(open_source(str(avi), settings, fps=2.5), redis_client, settings)
     assert [line["seq"] for line in lines] == [0, 4, 8, 12, 16, 20, 24, 28] and summary.sent == 8
 
 
 def test_frames_workers_drop_are_sent_again(avi, redis_server, redis_client):
     settings = settings_for(redis_server, resend_after=0.3)
-    with StandInWorker(redis_server.url, settings, ignore={2: 1, 5: 2}) as worker:
+    with StubbedWorker(redis_server.url, settings, lose={2: 1, 5: 2}) as worker:
         lines, summary = ingest(open_source(str(avi), settings), redis_client, settings)
     assert [line["seq"] for line in lines] == list(range(30))
     assert summary.resent >= 3 and summary.dropped == 0
-    assert [f.seq for f in worker.frames].count(5) >= 3
+    assert [f.seq for f in worker.delivered].count(5) >= 3
 
 
 def test_a_frame_no_worker_will_answer_is_given_up(avi, redis_server, redis_client):
     settings = settings_for(redis_server, resend_after=0.2)
-    with StandInWorker(redis_server.url, settings, ignore={3: 1000}):
+    with StubbedWorker(redis_server.url, settings, lose={3: 1000}):
         lines, summary = ingest(open_source(str(avi), settings), redis_client, settings)
     assert [line["seq"] for line in lines] == [s for s in range(30) if s != 3]
     assert summary.dropped == 1 and summary.results == 29
@@ -79,7 +79,7 @@ def test_without_workers_the_run_fails_instead_of_waiting_forever(avi, redis_ser
 def test_a_live_camera_streams_until_stopped(redis_server, redis_client):
     settings = settings_for(redis_server, sample_fps=10)
     stop = threading.Event()
-    with MjpegCamera(FRAMES, fps=25) as camera, StandInWorker(redis_server.url, settings) as worker:
+    with MjpegCamera(FRAMES, fps=25) as camera, StubbedWorker(redis_server.url, settings) as worker:
 
         def stop_after_results() -> None:
             deadline = time.monotonic() + 60

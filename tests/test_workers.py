@@ -235,8 +235,10 @@ def test_a_frame_reclaimed_from_a_stuck_worker_is_published_once(redis_server, r
         _push(redis_client, keys, Frame("s", seq, time.time(), face, reply))
     held = stuck.read_batch(block_ms=100)
     assert len(held.frames) == 3
-    time.sleep(0.2)
-    reclaimed = rescuer.reclaim()
+    deadline = time.monotonic() + 10
+    while not (reclaimed := rescuer.reclaim()).ids:  # claimable once idle for claim_idle_ms
+        assert time.monotonic() < deadline, "the stuck worker's frames never became claimable"
+        time.sleep(0.02)
     assert [f.seq for f in reclaimed.frames] == [0, 1, 2]
     rescuer.process(reclaimed)
     stuck.process(held)  # the stuck worker wakes up: its answers must not be published again
