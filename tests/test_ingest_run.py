@@ -1,4 +1,4 @@
-"""Whole ingest runs against a real Redis, with the real worker (stubbed models) answering through the consumer group."""
+"""Whole ingest runs against a real Redis, the real worker (stubbed models) answering through the consumer group."""
 
 import io
 import json
