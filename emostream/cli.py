@@ -6,10 +6,12 @@ import sys
 from collections.abc import Sequence
 
 import redis
+from pydantic import ValidationError
 
 from emostream import logs
 from emostream.config import Settings
 from emostream.up import add_parser as add_up
+from emostream.validation import explain
 from gateway.command import add_parser as add_gateway
 from ingest.command import add_parser as add_ingest
 from model_store.command import add_parser as add_models
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format or settings.log_format)
     try:
         return args.func(args, settings)
+    except ValidationError as err:  # options checked by a request model (e.g. the retraining spec)
+        print(f"emostream {args.command}: error: {explain(err)}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, LookupError, ModelStoreError) as err:
         print(f"emostream {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -215,3 +215,10 @@ def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis
     assert versions[0] == old and versions[-1] == newer
     switch = versions.index(newer)
     assert set(versions[:switch]) == {old} and set(versions[switch:]) == {newer}
+
+
+def test_a_bad_retraining_option_is_one_line_naming_it_before_anything_is_queued(redis_server):
+    done = run_cli("retrain", "--epochs", "0", "--promotion", "auto", env={"REDIS_URL": redis_server.url})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "emostream retrain: error: epochs must be greater than or equal to 1, not 0"
+    assert redis.Redis.from_url(redis_server.url).keys("rq:*") == [], "nothing queued"
