@@ -13,7 +13,7 @@ from emostream.config import Settings
 from emostream.up import add_parser as add_up
 from emostream.validation import explain
 from gateway.command import add_parser as add_gateway
-from ingest.command import add_parser as add_ingest
+from ingest.app.command import add_parser as add_ingest
 from model_store.command import add_parser as add_models
 from model_store.errors import ModelStoreError
 from training.command import add_model_actions, add_retraining

@@ -1,8 +1,9 @@
 """The package layout is the architecture: which package may import which, and a gateway without TensorFlow.
 
 A frame's path is gateway or ingest source -> Redis -> worker -> Redis -> gateway. ``ingest`` is the
-base both sides stand on (wire format, keys, crop), so it imports neither; the gateway never runs
-worker code, and reaches training only through its job client (aiortc and TensorFlow in one process
+base both sides stand on (wire format, keys, crop, tracks), so it imports neither, and its own
+application (``ingest.app``: ``emostream ingest``) is nobody's base; the gateway never runs worker
+code, and reaches training only through its job client (aiortc and TensorFlow in one process
 crash); the model store serves training, never the reverse.
 """
 
@@ -17,10 +18,11 @@ from processes import loads_tensorflow, modules_at_exit
 PACKAGES = ("emostream", "gateway", "ingest", "model_store", "training", "workers")
 FORBIDDEN = {
     "gateway": lambda module: (
-        module.startswith("workers") or (module.startswith("training") and module != "training.client")
+        module.startswith(("workers", "ingest.app")) or (module.startswith("training") and module != "training.client")
     ),
     "model_store": lambda module: module.startswith("training"),
     "ingest": lambda module: module.startswith(("gateway", "workers")),
+    "workers": lambda module: module.startswith("ingest.app"),
 }
 """Per package, the project modules it must never import (top-level or inside a function)."""
 
@@ -66,6 +68,14 @@ def test_no_package_imports_what_it_must_not():
         if forbidden(module)
     ]
     assert wrong == []
+
+
+def test_the_shared_contract_does_not_import_the_ingest_application():
+    contract = [(where, module) for where, module in project_imports("ingest") if not where.startswith("ingest/app/")]
+    assert (
+        contract
+        and [f"{where} imports {module}" for where, module in contract if module.startswith("ingest.app")] == []
+    )
 
 
 def request(method: str, url: str, body: object = None) -> int:

@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from ingest.collector import Collector, OrderedWriter
+from ingest.app.collector import Collector, OrderedWriter
 from ingest.wire import Result
 
 REPLY = "emostream:results:run"

@@ -16,7 +16,7 @@ from stand_ins import MjpegCamera, StubbedWorker
 from emostream.cli import main
 from emostream.config import Settings
 from emostream.redis_server import free_port
-from ingest.sources import open_source
+from ingest.app.sources import open_source
 
 FRAMES = [np.full((480, 640, 3), 8 * i, np.uint8) for i in range(20)]
 
@@ -129,7 +129,7 @@ def test_end_to_end_one_line_per_frame_with_source_pixel_boxes_and_the_models_la
 
     # The live model applied directly to the very frames the one worker received, in the same
     # order (so the same faces followed from frame to frame): same boxes, same labels.
-    from ingest.producer import to_wire_image
+    from ingest.app.producer import to_wire_image
     from ingest.wire import Frame
     from model_store import ModelStore
     from workers.analysis import analyse

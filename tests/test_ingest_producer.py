@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from emostream.config import Settings
-from ingest.producer import Producer, Window, to_wire_image
+from ingest.app.producer import Producer, Window, to_wire_image
 from ingest.wire import Frame
 
 

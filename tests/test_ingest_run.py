@@ -11,8 +11,8 @@ from clips import write_avi
 from stand_ins import MODEL, MjpegCamera, StubbedWorker
 
 from emostream.config import Settings
-from ingest.run import IngestRun, IngestStalled
-from ingest.sources import open_source
+from ingest.app.run import IngestRun, IngestStalled
+from ingest.app.sources import open_source
 
 FRAMES = [np.full((480, 640, 3), 5 * i, np.uint8) for i in range(30)]
 

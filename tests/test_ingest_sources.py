@@ -9,7 +9,7 @@ from stand_ins import MjpegCamera
 
 from emostream.config import Settings
 from emostream.redis_server import free_port
-from ingest.sources import FileSource, LiveSource, SourceError, open_source
+from ingest.app.sources import FileSource, LiveSource, SourceError, open_source
 
 FRAMES = [np.full((120, 160, 3), 10 * i, np.uint8) for i in range(12)]
 """Frame i is grey level 10 i, so a frame's content tells its index."""

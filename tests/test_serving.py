@@ -137,7 +137,7 @@ def test_serving_modules_import_no_tensorflow(tmp_path):
         "from emostream.config import Settings\n"
         "from workers.classify import load_classifier\n"
         "from workers.detection import make_detector\n"
-        "import emostream.cli, gateway.app, workers.worker, ingest.run\n"
+        "import emostream.cli, gateway.app, workers.worker, ingest.app.run\n"
         "settings = Settings.from_env()\n"
         "load_classifier(settings.model_store(), runtime='auto')\n"
         "make_detector(settings)\n"

@@ -16,9 +16,9 @@ from typing import TextIO
 import redis
 
 from emostream.config import Settings
-from ingest.collector import Collector, OrderedWriter
-from ingest.producer import Producer, Window
-from ingest.sources import FileSource, LiveSource
+from ingest.app.collector import Collector, OrderedWriter
+from ingest.app.producer import Producer, Window
+from ingest.app.sources import FileSource, LiveSource
 
 log = logging.getLogger(__name__)
 

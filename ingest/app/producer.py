@@ -1,7 +1,7 @@
 """Frames onto the queue: grayscale, downscale, encode, XADD, with a bounded window of frames in flight.
 
 Synchronous by design: an ingest run is one loop that alternates between sending frames and reading
-results (:mod:`ingest.run`), and the only other thread is a live source's reader. Throughput comes from
+results (:mod:`ingest.app.run`), and the only other thread is a live source's reader. Throughput comes from
 the window, not from concurrency: it keeps a few batches queued ahead of the workers, and it stops a file
 from flooding the queue with frames that would be stale (older than ``max_frame_age``) before a worker
 dequeues them. Workers drop stale frames unanswered, so a frame unanswered for ``resend_after`` seconds

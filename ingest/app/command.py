@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import cv2
 
-    from ingest.run import IngestRun
-    from ingest.sources import open_source
+    from ingest.app.run import IngestRun
+    from ingest.app.sources import open_source
 
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
