@@ -1,6 +1,7 @@
 """``emostream ingest`` as users run it: bad input, a shared Redis, SIGTERM, and the embedded stack end to end."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,17 @@ from emostream.redis_server import free_port
 from ingest.app.sources import open_source
 
 FRAMES = [np.full((480, 640, 3), 8 * i, np.uint8) for i in range(20)]
+
+
+@pytest.fixture(autouse=True)
+def own_logging():
+    """``main`` points the root logger at this test's (captured) stderr: put it back afterwards, so
+    that later tests' threads do not log into a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def emostream(*args: str, env: dict[str, str]) -> subprocess.Popen:
