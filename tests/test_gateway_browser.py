@@ -282,6 +282,10 @@ def test_labels_drawn_by_the_browser_timeline_and_download(redis_server, tmp_pat
             }"""
         )
         served = open_streams(gateway.url)
+        page.evaluate("() => { window.firstCard = document.querySelector('.face'); }")
+        seen = page.evaluate("window.emostream.results.length")
+        page.wait_for_function("(seen) => window.emostream.results.length >= seen + 5", arg=seen)
+        in_place = page.evaluate("document.querySelector('.face') === window.firstCard && window.firstCard.isConnected")
         with page.expect_download() as download:
             page.click(".camera .download")
         lines = [json.loads(line) for line in download.value.path().read_text().splitlines()]
@@ -302,6 +306,7 @@ def test_labels_drawn_by_the_browser_timeline_and_download(redis_server, tmp_pat
         "timeline": drawn["timeline"],
     }
     assert drawn["timeline"] >= 3, "the timeline charts the face's smoothed happy score near the top"
+    assert in_place, "the face's card is updated in place, not rebuilt for every result"
     assert [s["return_video"] for s in served] == [False], "the gateway encodes no video back"
     assert len(lines) >= 5 and {line["stream"] for line in lines} == {served[0]["stream"]}
     assert all(Result.from_json(line).to_json() == line for line in lines), "one wire Result per line"
