@@ -48,9 +48,9 @@ def _yuv(bgr: tuple[int, int, int]) -> tuple[int, int, int]:
 
 def _i420_planes(frame: np.ndarray) -> list[Plane]:
     height, width = frame.shape[0] * 2 // 3, frame.shape[1]
-    quarter = height // 4
-    u = frame[height : height + quarter].reshape(height // 2, width // 2)
-    v = frame[height + quarter :].reshape(height // 2, width // 2)
+    flat, chroma = frame.reshape(-1), (height // 2) * (width // 2)  # a chroma plane need not fill whole rows
+    u = flat[height * width : height * width + chroma].reshape(height // 2, width // 2)
+    v = flat[height * width + chroma : height * width + 2 * chroma].reshape(height // 2, width // 2)
     return [
         (frame[:height], 1, lambda bgr: (_yuv(bgr)[0],)),
         (u, 2, lambda bgr: (_yuv(bgr)[1],)),

@@ -1,7 +1,12 @@
+from fractions import Fraction
+
 import cv2
 import numpy as np
+from av import VideoFrame
+from av.video.reformatter import VideoReformatter
 from gateway_helpers import face
 
+from gateway.labelled_track import render
 from gateway.overlay import COLORS, STALE_COLOR, css_colors, draw, draw_i420
 
 
@@ -42,6 +47,16 @@ def test_the_returned_video_is_drawn_on_its_yuv420p_planes_like_the_bgr_drawing(
     differs = np.abs(drawn - expected).max(axis=-1) > 40  # chroma is at half resolution: edges blur a little
     assert differs.mean() < 0.03, "the same boxes and banners as on a BGR frame"
     assert (np.abs(drawn[170:, 200:] - 90) <= 1).all(), "nothing drawn away from the faces"
+
+
+def test_frames_whose_chroma_planes_do_not_fill_whole_rows_are_drawn():
+    """480x270 (a 720p camera scaled down by the browser): each chroma plane is 33.75 rows of the array."""
+    frame = VideoFrame.from_ndarray(blank(480, 270), format="bgr24").reformat(format="yuv420p")
+    frame.pts, frame.time_base = 0, Fraction(1, 30)
+    labelled = render(frame, VideoReformatter(), [face((100, 60, 80, 90), "happy")], 1.0, False)
+    edge = labelled.to_ndarray(format="bgr24")[60 + 25 : 60 + 65, 100].astype(int)
+    assert (labelled.width, labelled.height) == (480, 270)
+    assert np.abs(edge - COLORS["happy"]).max() <= 24
 
 
 def test_boxes_are_scaled_onto_the_frame():
