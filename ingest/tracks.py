@@ -33,6 +33,9 @@ MIN_OVERLAP = 0.2
 """Least intersection-over-union of a face with a track's predicted box to continue it."""
 VELOCITY_WEIGHT = 0.5
 """Share of the newest displacement in a track's velocity estimate."""
+MIN_DT = 0.01
+"""Results closer in time than this (seconds) do not update a track's velocity: a pixel of
+detector jitter over a microsecond is no motion."""
 
 
 @dataclass
@@ -41,7 +44,7 @@ class _Track:
     box: np.ndarray
     """x, y, w, h of its last face."""
     velocity: np.ndarray
-    """Pixels per second of the box's top-left corner."""
+    """Pixels per second of the box's centre."""
     ts: float
     scores: np.ndarray
     label: int
@@ -77,26 +80,29 @@ class StreamTracks:
         self._next_id = 1
         self._last: tuple[int, float] | None = None
 
-    def update(self, result: Result) -> Result:
+    def update(self, result: Result, at: float | None = None) -> Result:
         """Set ``track`` and ``smoothed`` of every face of ``result`` (in place) and return it.
 
-        A result older than one already seen (workers may answer out of order) is labelled from
-        the tracks as they are, without changing them.
+        ``at`` is the frame's time in seconds when its ``ts`` is not (a file's frames are stamped
+        when sent, in bursts: their media time is what passes between them). A result older than
+        one already seen (workers may answer out of order) is labelled from the tracks as they are,
+        without changing them.
         """
+        now = result.ts if at is None else at
         late = self._last is not None and result.seq <= self._last[0]
         if not late:
-            self._tracks = [t for t in self._tracks if result.ts - t.ts <= self.keep_s]
-            self._last = (result.seq, result.ts)
+            self._tracks = [t for t in self._tracks if now - t.ts <= self.keep_s]
+            self._last = (result.seq, now)
         boxes = [np.asarray(face.box, np.float64) for face in result.faces]
-        matches = self._match(boxes, result.ts)
+        matches = self._match(boxes, now)
         for index, face in enumerate(result.faces):
             track = matches.get(index)
             if late:
                 self._label_late(face, track)
             elif track is None:
-                track = self._start(boxes[index], result.ts, face)
+                track = self._start(boxes[index], now, face)
             else:
-                self._continue(track, boxes[index], result.ts, face)
+                self._continue(track, boxes[index], now, face)
             if track is not None:
                 face.track, face.smoothed = track.id, track.smoothed()
         return result
@@ -130,9 +136,10 @@ class StreamTracks:
 
     def _continue(self, track: _Track, box: np.ndarray, ts: float, face: Face) -> None:
         dt = ts - track.ts
-        if dt > 0:
-            moved = (box[:2] - track.box[:2]) / dt
+        if dt >= MIN_DT:
+            moved = (_centre(box) - _centre(track.box)) / dt
             track.velocity = VELOCITY_WEIGHT * moved + (1 - VELOCITY_WEIGHT) * track.velocity
+        if dt > 0:
             weight = 1.0 - math.exp(-dt / self.smoothing_s) if self.smoothing_s > 0 else 1.0
             track.scores = track.scores + weight * (_probabilities(face) - track.scores)
         track.box, track.ts = box, max(ts, track.ts)
@@ -144,6 +151,10 @@ class StreamTracks:
         if track is None:  # a face no track knows: its own values, under an id never reused
             face.track, face.smoothed = self._next_id, {"label": face.label, "score": face.score, "scores": face.scores}
             self._next_id += 1
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return box[:2] + box[2:] / 2
 
 
 def _probabilities(face: Face) -> np.ndarray:

@@ -125,3 +125,20 @@ def test_smoothing_follows_capture_time_not_result_count():
         fast_after = fast.update(Result("s", seq, seq * 0.1, "m", [face_at(box, after)]))
 
     assert abs(slow_after.faces[0].smoothed["scores"]["sad"] - fast_after.faces[0].smoothed["scores"]["sad"]) < 0.02
+
+
+def test_a_files_frames_sent_in_a_burst_are_tracked_at_their_media_time():
+    """A file's frames are stamped when sent, microseconds apart; tracked at media time (30 fps) a
+    jittering face keeps one track and a change of expression shows as it would live."""
+    rng = np.random.default_rng(3)
+    tracks, shown, ids = StreamTracks(), [], set()
+    for seq in range(60):
+        label = "happy" if seq < 20 else "sad"
+        x, y = 200 + rng.integers(-2, 3), 120 + rng.integers(-2, 3)
+        result = Result("file", seq, 1000.0 + seq * 1e-5, "m", [face_at((x, y, 140, 140), scores_for(label, 0.8))])
+        (face,) = tracks.update(result, at=seq / 30).faces
+        shown.append(face.smoothed["label"])
+        ids.add(face.track)
+
+    assert ids == {1}, "detector jitter over microseconds is no motion: one face, one track"
+    assert shown[:20] == ["happy"] * 20 and shown.index("sad") <= 23 and shown[30:] == ["sad"] * 30

@@ -53,15 +53,17 @@ class OrderedWriter:
         self.out = out
         self.written = 0
         self.tracks = StreamTracks()
-        self._held: list[tuple[int, int, Result]] = []
+        self._held: list[tuple[int, int, Result, float | None]] = []
 
-    def add(self, result: Result) -> None:
-        heapq.heappush(self._held, (result.seq, id(result), result))
+    def add(self, result: Result, at: float | None = None) -> None:
+        """Hold ``result``; ``at``: its frame's time for tracking when ``ts`` is not (a file's media time)."""
+        heapq.heappush(self._held, (result.seq, id(result), result, at))
 
     def flush(self, before: int | None = None) -> None:
         """Write the held results with seq below ``before`` (all of them when None)."""
         while self._held and (before is None or self._held[0][0] < before):
-            result = self.tracks.update(heapq.heappop(self._held)[2])
+            _, _, result, at = heapq.heappop(self._held)
+            result = self.tracks.update(result, at)
             self.out.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
             self.written += 1
         self.out.flush()

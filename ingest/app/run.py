@@ -69,6 +69,8 @@ class IngestRun:
         self.producer = Producer(client, settings, self.stream, reply, self.window)
         self.collector = Collector(client, reply)
         self.writer = OrderedWriter(out)
+        self.media_times: dict[int, float] = {}
+        """A file's frames in flight: their media time, by seq (the time their faces are tracked by)."""
         self.summary = Summary()
 
     def run(self) -> Summary:
@@ -89,12 +91,13 @@ class IngestRun:
         return self.summary
 
     def _send_file(self, source: FileSource) -> None:
-        for seq, _, image in source:
+        for seq, media_time, image in source:
             while self.window.full and not self.stop.is_set():
                 self._pump(POLL_S)
             if self.stop.is_set():
                 return
             self.producer.send(seq, time.time(), image)  # stamped now: its age is what workers check
+            self.media_times[seq] = media_time
             self.summary.sent += 1
 
     def _send_live(self, source: LiveSource) -> None:
@@ -119,7 +122,7 @@ class IngestRun:
         """Take in results, resend or give up overdue frames, write what is complete."""
         for result in self.collector.poll(wait):
             if result.stream == self.stream and self.window.done(result.seq, time.monotonic()):
-                self.writer.add(result)
+                self.writer.add(result, self.media_times.pop(result.seq, None))
                 self.summary.results += 1
         now = time.monotonic()
         resend, lost = self.window.overdue(now, retry=not self.source.live)
@@ -127,6 +130,8 @@ class IngestRun:
             self.producer.resend(frame)
         self.summary.resent += len(resend)
         self.summary.dropped += len(lost)
+        for frame in lost:
+            self.media_times.pop(frame.seq, None)
         if self.window.stalled(now, self.settings.stall_timeout):
             raise IngestStalled(
                 f"no results from workers for {self.settings.stall_timeout:.0f} s: are workers running "
