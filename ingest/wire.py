@@ -17,9 +17,9 @@ exactly one line of ``emostream ingest --out``::
 
     {"stream", "seq", "ts", "model_version", "faces": [{"box": [x, y, w, h], "label", "score",
      "scores": {class: p}, "track", "smoothed"}], "worker", "timings": {"detect_s", "classify_s",
-     "queue_s", "batch_faces", "batch_frames"}}
+     "queue_s", "batch_faces", "batch_frames"}, "size": [w, h]}
 
-with boxes in source-frame pixels. Workers answer each frame alone, so their faces have
+with boxes in pixels of the source frame, whose size is ``size``. Workers answer each frame alone, so their faces have
 ``track`` and ``smoothed`` null; the reader of a stream's results in order (the gateway,
 ``emostream ingest``) sets them with :class:`ingest.tracks.StreamTracks`.
 """
@@ -153,6 +153,8 @@ class Result:
     faces: list[Face] = field(default_factory=list)
     worker: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    size: list[int] | None = None
+    """``[width, height]`` of the source frame the boxes are in pixels of (a drawer scales by it)."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -172,6 +174,7 @@ class Result:
                 faces,
                 raw.get("worker", ""),
                 raw.get("timings", {}),
+                raw.get("size"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise WireError(f"malformed result: {err}") from err

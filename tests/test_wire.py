@@ -53,7 +53,7 @@ def test_missing_fields_and_undecodable_jpeg_are_named():
 def test_results_round_trip_and_name_bad_entries():
     face = Face.from_scores([1, 2, 3, 4], np.array([0.1, 0.0, 0.0, 0.7, 0.1, 0.05, 0.05]))
     assert face.label == "happy" and face.score == 0.7
-    result = Result("cam", 3, 9.5, "v1", [face], "w", {"detect_s": 0.01})
+    result = Result("cam", 3, 9.5, "v1", [face], "w", {"detect_s": 0.01}, [640, 480])
     assert Result.decode(_as_redis(result.encode())) == result
     with pytest.raises(WireError, match="result is not JSON"):
         Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": b"{"})

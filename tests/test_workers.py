@@ -112,6 +112,7 @@ def test_worker_batches_across_streams_and_answers_each_on_its_reply_stream(work
     mixed = [r for r in a + b if r.timings["batch_frames"] == 8]
     assert mixed, "frames of both streams should share one batch"
     assert mixed[0].timings["batch_faces"] == sum(len(r.faces) for r in a + b)
+    assert {tuple(r.size) for r in a + b} == {(640, 480)}, "the source frame's size, which the boxes are in"
     for result in a:  # boxes are in source pixels (scale 2): they overlap the full-size truth
         for face in result.faces:
             assert any(iou(face.box, t.box) > 0.5 for t in truth[result.seq])

@@ -202,6 +202,7 @@ class Worker:
                         faces,
                         self.name,
                         {**timings, "queue_s": round(batch.read_at - frame.ts, 4)},
+                        [round(side * frame.scale) for side in frame.image.shape[1::-1]],
                     )
                 )
             self.metrics.detection.observe(analysis.detect_s)

@@ -115,7 +115,14 @@ async function refreshJobs() {
   $("#retrain-form button[type=submit]").disabled = !trainers;
 }
 
-async function refreshRetraining() {
+let refreshing = null; // the refresh in flight: polls wait for it rather than race it
+
+function refreshRetraining() {
+  refreshing ||= refreshBoth().finally(() => (refreshing = null));
+  return refreshing;
+}
+
+async function refreshBoth() {
   try {
     await Promise.all([refreshModels(), refreshJobs()]);
     if ($("#retraining-notice").textContent.startsWith("retraining unavailable")) retrainingNotice("");

@@ -129,7 +129,8 @@ export class Camera {
         notice(cameraRefused(error), true);
         return this.setStatus(`camera unavailable (${error.name})`);
       }
-      if (!this.wanted || this.pc) return;
+      if (!this.wanted) return this.closeCamera(); // stopped while the browser asked
+      if (this.pc) return;
     }
     const browserDraws = this.overlay === "browser";
     const pc = (this.pc = new RTCPeerConnection({ iceServers: emostream.config.ice_servers }));
@@ -138,7 +139,7 @@ export class Camera {
       const direction = browserDraws ? "sendonly" : "sendrecv";
       const { sender } = pc.addTransceiver(this.media.getVideoTracks()[0], { direction });
       const channel = pc.createDataChannel("results");
-      channel.onmessage = (event) => this.onResult(JSON.parse(event.data));
+      channel.onmessage = (event) => this.onResult(JSON.parse(event.data), event.data);
       channel.onclose = () => this.lost(pc, "results channel closed");
       if (browserDraws) this.video.srcObject = this.media; // boxes are drawn over the camera's own picture
       else pc.ontrack = (event) => (this.video.srcObject = new MediaStream([event.track]));
@@ -150,11 +151,12 @@ export class Camera {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", return_video: !browserDraws }),
       });
-      if (this.pc !== pc) return; // stopped meanwhile
+      if (this.pc !== pc) return closeStream(answer.stream, answer.key); // stopped or switched meanwhile
       this.stream = answer.stream;
       this.key = answer.key; // proves this page owns the stream (closing it, feedback on it)
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       if (browserDraws) await sendOnlySampled(sender);
+      if (this.pc !== pc) return;
       this.setStatus(pc.connectionState);
       this.statsTimer = setInterval(() => this.readStats(pc), STATS_MS);
     } catch (error) {
@@ -188,12 +190,7 @@ export class Camera {
   // Close the peer connection (the camera stays open for the next one).
   disconnect() {
     if (this.pc) this.pc.close();
-    if (this.stream) {
-      const url = `/api/streams/${encodeURIComponent(this.stream)}`;
-      fetch(url, { method: "DELETE", credentials: "same-origin", headers: { "X-Stream-Key": this.key } }).catch(
-        () => {},
-      );
-    }
+    if (this.stream) closeStream(this.stream, this.key);
     clearInterval(this.statsTimer);
     this.pc = this.stream = null;
     this.video.srcObject = null;
@@ -210,9 +207,13 @@ export class Camera {
     this.wanted = false;
     clearTimeout(this.retryTimer);
     this.disconnect();
+    this.closeCamera();
+    this.setStatus("stopped");
+  }
+
+  closeCamera() {
     if (this.media) this.media.getTracks().forEach((track) => track.stop());
     this.media = null;
-    this.setStatus("stopped");
   }
 
   remove() {
@@ -221,12 +222,14 @@ export class Camera {
     emostream.cameras.splice(emostream.cameras.indexOf(this), 1);
   }
 
-  onResult(result) {
-    this.last = result;
+  // `line`: the result as it came, kept for download (cheaper than the parsed object).
+  onResult(result, line) {
     emostream.results.push(result);
     if (emostream.results.length > MAX_RESULTS) emostream.results.splice(0, emostream.results.length - MAX_RESULTS);
-    this.log.push(result);
+    this.log.push(line);
     if (this.log.length > MAX_LOG) this.log.splice(0, this.log.length - MAX_LOG);
+    if (this.last && result.stream === this.last.stream && result.seq <= this.last.seq) return; // answered late
+    this.last = result;
     const now = performance.now();
     this.arrivals.push([now, ageOf(result)]);
     while (this.arrivals.length && this.arrivals[0][0] < now - WINDOW_MS) this.arrivals.shift();
@@ -253,8 +256,9 @@ export class Camera {
   }
 
   async readStats(pc) {
-    if (this.pc !== pc) return;
-    const stats = (this.videoStats = await readVideoStats(pc));
+    const stats = await readVideoStats(pc).catch(() => null);
+    if (!stats || this.pc !== pc) return; // disconnected meanwhile
+    this.videoStats = stats;
     const fps = (value) => Math.round(value ?? 0);
     const parts = [`video: sending ${fps(stats.sentFps)} fps`];
     if (this.overlay === "server") parts.push(`returned ${fps(stats.receivedFps)} fps, ${stats.dropped ?? 0} dropped`);
@@ -264,7 +268,7 @@ export class Camera {
 
   // Every result this camera received (up to an hour), one JSON object per line.
   download() {
-    const lines = this.log.map((result) => JSON.stringify(result)).join("\n");
+    const lines = this.log.join("\n");
     const link = document.createElement("a");
     link.href = URL.createObjectURL(new Blob([lines && `${lines}\n`], { type: "application/x-ndjson" }));
     link.download = `emostream-${this.name.replace(/[^\w-]+/g, "-")}-${new Date().toISOString()}.jsonl`;
@@ -293,6 +297,13 @@ export class Camera {
       note.textContent = error.status === 403 && !emostream.config.feedback ? "feedback capture is off" : `not stored: ${error.message}`;
     }
   }
+}
+
+// Tell the gateway a stream is done (also from a closing page: keepalive outlives it).
+function closeStream(stream, key) {
+  const url = `/api/streams/${encodeURIComponent(stream)}`;
+  const headers = { "X-Stream-Key": key };
+  fetch(url, { method: "DELETE", credentials: "same-origin", headers, keepalive: true }).catch(() => {});
 }
 
 // With no video coming back, the gateway needs only the frames it samples: send no more (the

@@ -2,8 +2,9 @@
 // camera preview, in the gateway's colours (/api/config), grey once the result lags the video.
 import { emostream, percent, shown } from "./state.js";
 
-// Draw `result` (boxes in pixels of the video the gateway received) onto `canvas`, sized to the
-// preview's video; `stale` draws grey boxes without scores.
+// Draw `result` onto `canvas`, sized to the preview's video: its boxes are in pixels of the frame
+// the gateway received (`result.size`, which the browser may have sent smaller than the preview);
+// `stale` draws grey boxes without scores.
 export function drawResult(canvas, video, result, stale) {
   const [width, height] = [video.videoWidth, video.videoHeight];
   if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
@@ -16,8 +17,9 @@ export function drawResult(canvas, video, result, stale) {
   context.font = `600 ${fontSize}px system-ui, sans-serif`;
   context.textBaseline = "top";
   const crisp = (thickness % 2) / 2; // an odd-width line centred on a pixel's middle covers whole pixels
+  const scale = result.size ? width / result.size[0] : 1;
   for (const face of result.faces) {
-    const [x, y, w, h] = face.box.map((v) => Math.round(v) + crisp);
+    const [x, y, w, h] = face.box.map((v, i) => Math.round(v * scale) + (i < 2 ? crisp : 0));
     const { label, score } = shown(face);
     const color = stale ? colors.late : colors[label] || colors.late;
     context.lineWidth = thickness;

@@ -4,6 +4,7 @@
 import { element, emostream, percent, shown } from "./state.js";
 
 const TIMELINE_S = 30;
+const KEEP_S = 0.6; // a face missing from results this long (capture time) loses its card, as its track ends
 
 export class FacePanel {
   constructor(root, camera) {
@@ -23,10 +24,12 @@ export class FacePanel {
       seen.add(track);
       this.remember(track, result.ts, face);
       const card = this.cards.get(track) || this.addCard(track);
+      card.seenAt = result.ts;
       this.update(card, result, face);
     });
     for (const [track, card] of this.cards) {
-      if (seen.has(track) || card.correcting) continue; // a correction in progress outlives its face
+      // a face missed for a frame or two keeps its card; a correction in progress outlives its face
+      if (seen.has(track) || card.correcting || result.ts - card.seenAt <= KEEP_S) continue;
       card.remove();
       this.cards.delete(track);
       this.history.delete(track);

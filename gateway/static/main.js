@@ -31,6 +31,10 @@ function addCamera(deviceId) {
 }
 
 async function main() {
+  if (!navigator.mediaDevices) {
+    notice("Cameras need a secure page: open it over https (or on http://localhost).", true);
+    return;
+  }
   try {
     emostream.config = await fetchJson("/api/config");
     await syncClock();
