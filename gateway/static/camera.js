@@ -3,7 +3,7 @@
 import { drawResult } from "./draw.js";
 import { FacePanel } from "./faces.js";
 import { fetchJson, iceGatheringDone, readVideoStats } from "./net.js";
-import { $, ageOf, emostream, notice } from "./state.js";
+import { $, ageOf, emostream, notice, shown } from "./state.js";
 
 const MAX_RESULTS = 1000; // window.emostream.results keeps this many, of every camera
 const MAX_LOG = 36000; // results a camera keeps for download: an hour at 10 results/s
@@ -282,7 +282,7 @@ export class Camera {
       seq: result.seq,
       box: face.box,
       label,
-      predicted: face.label,
+      predicted: shown(face).label, // what the user saw and says is wrong
       model_version: result.model_version,
     };
     const note = $(".feedback-note", this.element);

@@ -123,11 +123,13 @@ export class FacePanel {
       const send = element("button", { type: "button", className: "send", textContent: "Send" });
       const cancel = element("button", { type: "button", className: "cancel", textContent: "Cancel" });
       send.onclick = async () => {
+        send.disabled = true; // one correction per press
         const { result, face } = card.correcting;
         await this.camera.sendCorrection(result, face, picker.value);
         closed().focus();
       };
       cancel.onclick = () => closed().focus();
+      control.onkeydown = (event) => event.key === "Escape" && card.correcting && cancel.click();
       control.replaceChildren("right label: ", picker, send, cancel);
       picker.focus();
     };
