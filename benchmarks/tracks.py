@@ -138,7 +138,10 @@ def main() -> None:
     faces = [face for face in chain.from_iterable(zip_longest(*by_class)) if face is not None]
     frames, truth = make_clip(faces, len(faces) // 2 * args.hold, per_frame=2, hold=args.hold, sensor_noise=args.noise)
     results = raw_results(frames)
-    print(f"clip: {len(frames)} results of 2 faces, {len(faces)} faces held {args.hold} results, noise {args.noise}")
+    print(
+        f"clip: {len(frames)} results of 2 faces, {len(faces)} faces held {args.hold} results, noise {args.noise}; "
+        f"model {results[0].model_version}"
+    )
     settings = [(SMOOTHING_S, HYSTERESIS)]
     if args.grid:
         settings += [
