@@ -9,22 +9,24 @@ from aiortc import MediaStreamTrack
 from av import VideoFrame
 from av.video.reformatter import VideoReformatter
 
-from gateway.overlay import draw_i420
+from gateway.overlay import draw, draw_i420
 from ingest.wire import Face, Result
 
 
 def render(
     frame: VideoFrame, reformatter: VideoReformatter, faces: Sequence[Face], scale: float, stale: bool
 ) -> VideoFrame:
-    """A ``yuv420p`` copy of ``frame`` with ``faces`` drawn on its planes (CPU work: run it in a thread).
+    """A copy of ``frame``, the same size, with ``faces`` drawn (CPU work: run it in a thread).
 
-    Camera video decodes to ``yuv420p``, which the encoder takes as it is; other formats are
-    converted first, with a conversion context kept from frame to frame.
+    Camera video decodes to ``yuv420p`` of even sides, drawn on its planes as the encoder takes
+    them; any other frame (a format, or odd sides the planes' array form cannot hold) is drawn
+    in BGR, converted with a context kept from frame to frame.
     """
-    if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
-        frame_even = (frame.width - frame.width % 2, frame.height - frame.height % 2)
-        frame = reformatter.reformat(frame, format="yuv420p", width=frame_even[0], height=frame_even[1], threads=1)
-    labelled = VideoFrame.from_ndarray(draw_i420(frame.to_ndarray(), faces, scale, stale), format="yuv420p")
+    if frame.format.name == "yuv420p" and not (frame.width % 2 or frame.height % 2):
+        labelled = VideoFrame.from_ndarray(draw_i420(frame.to_ndarray(), faces, scale, stale), format="yuv420p")
+    else:
+        image = reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
+        labelled = VideoFrame.from_ndarray(draw(image, faces, scale, stale), format="bgr24")
     labelled.pts, labelled.time_base = frame.pts, frame.time_base
     return labelled
 

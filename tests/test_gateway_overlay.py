@@ -59,6 +59,16 @@ def test_frames_whose_chroma_planes_do_not_fill_whole_rows_are_drawn():
     assert np.abs(edge - COLORS["happy"]).max() <= 24
 
 
+def test_frames_of_odd_sides_are_drawn_at_their_own_size():
+    """The encoder restarts whenever the frame size changes: a labelled frame keeps the camera's size."""
+    frame = VideoFrame.from_ndarray(blank(481, 271), format="bgr24").reformat(format="yuv420p")
+    frame.pts, frame.time_base = 0, Fraction(1, 30)
+    labelled = render(frame, VideoReformatter(), [face((100, 60, 80, 90), "happy")], 1.0, False)
+    assert (labelled.width, labelled.height) == (481, 271)
+    edge = labelled.to_ndarray(format="bgr24")[60 + 25 : 60 + 65, 100].astype(int)
+    assert np.abs(edge - COLORS["happy"]).max() <= 24
+
+
 def test_boxes_are_scaled_onto_the_frame():
     image = draw(blank(), [face((200, 120, 160, 180), "sad")], scale=0.5)
     assert edge_colors(image, 100, 60, 80, 90) == {COLORS["sad"]}
