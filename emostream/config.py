@@ -58,7 +58,8 @@ class Settings:
     max_inflight_per_stream: int = 4
     """Frames of one gateway stream queued and unanswered at once; a sample beyond it is skipped (backpressure).
 
-    A frame stops counting after ``resend_after`` seconds unanswered (a worker dropped it, or it was lost)."""
+    A frame stops counting once older than ``max_frame_age`` plus a second unanswered (workers drop such
+    frames, or it was lost)."""
     max_streams_per_client: int = 8
     """Camera streams one client address may have open on a gateway; further offers get 429."""
     offer_rate: float = 30.0
