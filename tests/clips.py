@@ -12,6 +12,7 @@ import numpy as np
 from factories import fer_root
 
 from emostream.labels import EMOTIONS
+from ingest.tracks import overlap as iou
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,6 @@ def write_avi(frames: list[np.ndarray], path: Path, fps: int = 10) -> Path:
         writer.write(frame)
     writer.release()
     return path
-
-
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
 
 
 def score(found_boxes: list[list], labels: list[list[str]] | None, truth) -> tuple[float, float | None]:
