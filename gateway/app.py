@@ -44,6 +44,7 @@ from gateway.hub import ClientLimit, GatewayFull, Hub
 from gateway.openapi import document
 from gateway.overlay import css_colors
 from gateway.session import OfferError
+from ingest import tracks
 from ingest.keys import live_heartbeats
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ async def config(request: web.Request) -> web.Response:
             "feedback": bool(settings.feedback),
             "operator": request.get(access.ROLE) == access.OPERATOR,
             "colors": css_colors(),
+            "track_keep_s": tracks.KEEP_S,
         }
     )
 

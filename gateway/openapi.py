@@ -82,7 +82,9 @@ ROUTES: dict[str, dict[str, Operation]] = {
     },
     "/api/config": {
         "get": Operation(
-            "ICE servers, sampling rate, result age and the feedback switch, for the page", "the configuration"
+            "ICE servers, sampling rate, result age, how long a face track outlives its face and the feedback "
+            "switch, for the page",
+            "the configuration",
         )
     },
     "/api/openapi.json": {"get": Operation("This document", "the document")},

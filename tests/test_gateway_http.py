@@ -10,6 +10,7 @@ from aiortc import RTCPeerConnection
 from gateway_helpers import REPO, run, serving
 
 from emostream.config import Settings
+from ingest.tracks import KEEP_S
 
 AUDIO_OFFER = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
 VIDEO_WITHOUT_ICE = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -117,6 +118,7 @@ def test_page_config_and_health(redis_server):
     assert {answer[:2] for answer in scripts.values()} == {(200, "application/javascript")}
     assert "window.emostream" in scripts["state.js"][2]
     assert style[:2] == (200, "text/css")
+    assert config[2]["track_keep_s"] == KEEP_S, "the page keeps a face's card as long as its track lives"
     assert config[0] == 200 and config[2]["ice_servers"] == [
         {"urls": "stun:stun.example.org:3478"},
         {"urls": "turn:turn.example.org"},

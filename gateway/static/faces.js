@@ -4,7 +4,6 @@
 import { element, emostream, percent, shown } from "./state.js";
 
 const TIMELINE_S = 30;
-const KEEP_S = 0.6; // a face missing from results this long (capture time) loses its card, as its track ends
 
 export class FacePanel {
   constructor(root, camera) {
@@ -28,8 +27,9 @@ export class FacePanel {
       this.update(card, result, face);
     });
     for (const [track, card] of this.cards) {
-      // a face missed for a frame or two keeps its card; a correction in progress outlives its face
-      if (seen.has(track) || card.correcting || result.ts - card.seenAt <= KEEP_S) continue;
+      // a face missed for a frame or two keeps its card as long as its track lives (/api/config);
+      // a correction in progress outlives its face
+      if (seen.has(track) || card.correcting || result.ts - card.seenAt <= emostream.config.track_keep_s) continue;
       card.remove();
       this.cards.delete(track);
       this.history.delete(track);
