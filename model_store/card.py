@@ -31,6 +31,12 @@ PIPELINE_RECALL = (
 )
 
 
+def _lineage(parent: str | None, averaged_from: list[str] | None) -> str:
+    if averaged_from:
+        return "; the mean of the weights of " + " and ".join(f"`{v}`" for v in averaged_from)
+    return f"; fine-tuned from `{parent}`" if parent else ""
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -82,7 +88,7 @@ def model_card(store: ModelStore, version: str | None = None) -> str:
         f"Architecture `{manifest.architecture}`"
         + (f", {manifest.metrics['parameters']:,} parameters" if manifest.metrics.get("parameters") else "")
         + f"; published {manifest.created_at}"
-        + (f"; fine-tuned from `{manifest.parent}`" if manifest.parent else "")
+        + _lineage(manifest.parent, config.get("averaged_from"))
         + ". Generated from the version's manifest and metrics (`emostream models show "
         + f"{manifest.version} --card`).",
         "",
@@ -113,7 +119,8 @@ def model_card(store: ModelStore, version: str | None = None) -> str:
         "labels. The faces carry no demographic annotation, so **accuracy across age, gender, "
         "skin tone or culture is unknown** and may differ from the figures below.",
         "",
-        f"This version trained on {train.get('n', 'an unrecorded number of')} faces from `{train.get('source', '?')}` "
+        ("The first of the versions averaged (see its card) " if config.get("averaged_from") else "This version ")
+        + f"trained on {train.get('n', 'an unrecorded number of')} faces from `{train.get('source', '?')}` "
         f"({train.get('fingerprint', '')}), {config.get('epochs', '?')} epochs"
         + (f", distilled from {len(config['teachers'])} teacher models" if config.get("teachers") else "")
         + (f", plus feedback folders {config['extra_train']}" if config.get("extra_train") else "")

@@ -1,6 +1,6 @@
 """``emostream models``: list, show, promote and roll back model versions.
 
-The actions that need training's code (``publish``, ``convert``, ``shadow``) are added to the same
+The actions that need training's code (``publish``, ``average``, ``convert``, ``shadow``) are added to the same
 command by :func:`training.command.add_model_actions`; the model store never imports training.
 """
 
@@ -48,7 +48,11 @@ def _summary(manifest: Manifest, live: str | None) -> str:
     lines = [
         f"{manifest.version}{' (live)' if manifest.version == live else ''}",
         f"  architecture  {manifest.architecture}, {m.get('parameters') or '?'} parameters, "
-        f"{m.get('epochs') or '?'} epochs",
+        + (
+            f"the mean of the weights of {', '.join(averaged)}"
+            if (averaged := manifest.training_config.get("averaged_from"))
+            else f"{m.get('epochs') or '?'} epochs"
+        ),
         f"  created       {manifest.created_at}; parent {manifest.parent or '-'}",
         f"  validation    accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}"
         + (f", served file {m['served_validation_accuracy']:.4f}" if "served_validation_accuracy" in m else "")

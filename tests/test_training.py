@@ -4,6 +4,7 @@ import csv
 import json
 
 import cv2
+import keras
 import numpy as np
 import pytest
 from factories import brightness, brightness_store, fer_dataset, flat, publish_brightness, run_cli, write_faces
@@ -121,6 +122,34 @@ def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_paren
     assert published.returncode == 0, published.stderr
     version = published.stdout.split()[1]
     assert json.loads(run_cli("models", "show", version, "--json", env=env).stdout)["parent"] == shipped
+
+
+def test_versions_averaged_are_published_as_the_mean_of_their_weights(tmp_path):
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
+    listed = json.loads(run_cli("models", "list", "--json", env=env).stdout)
+    (live,) = [m for m in listed if m["live"]]
+    other = next(m for m in listed if m["architecture"] != live["architecture"])
+    pair = [live["version"], live["parent"]]
+
+    refused = run_cli("models", "average", live["version"], other["version"], env=env)
+    assert refused.returncode == 2 and "versions of one architecture only" in refused.stderr
+    assert run_cli("models", "average", live["version"], live["version"], env=env).returncode == 2
+
+    done = run_cli("models", "average", *pair, "--run-dir", str(tmp_path / "average"), env=env)
+    assert done.returncode == 0, done.stderr
+    store = ModelStore(tmp_path / "store")
+    averaged = store.verify(done.stdout.split()[1].rstrip(":"))
+    assert averaged.parent == live["version"] and averaged.training_config["averaged_from"] == pair
+    assert store.live_version() == live["version"], "published, not promoted"
+    networks = [keras.models.load_model(store.path(v) / "model.keras") for v in [*pair, averaged.version]]
+    first, second, mean = (network.get_weights() for network in networks)
+    for a, b, m in zip(first, second, mean, strict=True):
+        assert np.allclose((a + b) / 2, m, atol=1e-6)
+    metrics = json.loads((store.path(averaged.version) / "metrics.json").read_text())
+    assert metrics["validation"]["n"] == 3589  # scored on the first version's validation set
+    assert averaged.metrics["validation_accuracy"] == metrics["validation"]["accuracy"]
+    card = run_cli("models", "show", averaged.version, "--card", env=env).stdout
+    assert f"the mean of the weights of `{pair[0]}` and `{pair[1]}`" in card
 
 
 def test_cli_reports_bad_data_clearly(tmp_path):

@@ -1,5 +1,5 @@
 """Training's commands: ``train`` and ``evaluate``; the ``models`` actions that need training's code
-(``publish``, ``convert``, ``shadow``); and retraining through RQ: ``trainer``, ``retrain``, ``jobs``.
+(``publish``, ``average``, ``convert``, ``shadow``); and retraining through RQ: ``trainer``, ``retrain``, ``jobs``.
 
 TensorFlow is imported inside the commands that need it, never by this module.
 """
@@ -229,6 +229,30 @@ def add_model_actions(actions: argparse._SubParsersAction) -> None:
         "--parent", help="the version the run was fine-tuned from (default: the one its --init-from named)"
     )
     publish.set_defaults(func=_cmd_publish)
+    average = actions.add_parser(
+        "average", help="publish the mean of the weights of versions of one architecture (fine-tuned from one ancestor)"
+    )
+    average.add_argument("versions", nargs="+", metavar="VERSION", help="the first is the new version's parent")
+    average.add_argument("--run-dir", help="where the average is scored (default: $EMOSTREAM_RUNS/average-<time>)")
+    average.add_argument("--promote", action="store_true", help="make it the live version")
+    average.add_argument("--force", action="store_true", help="promote even if less accurate than live")
+    average.set_defaults(func=_cmd_average)
+
+
+def _cmd_average(args: argparse.Namespace, settings: Settings) -> int:
+    logs.start_tensorflow()
+    from datetime import UTC, datetime
+
+    from training.average import average_run
+    from training.publish import publish_run
+
+    store = settings.model_store()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_dir = average_run(store, args.versions, Path(args.run_dir or settings.runs_dir / f"average-{stamp}"))
+    manifest = publish_run(store, run_dir, promote=args.promote, force=args.force)
+    live = " (live)" if args.promote else ""
+    print(f"published {manifest.version}{live}: validation accuracy {manifest.metrics['validation_accuracy']:.4f}")
+    return 0
 
 
 def _client(settings: Settings):

@@ -314,7 +314,8 @@ def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
             "ece_after": expected_calibration_error(calibrated, val_set.labels),
         },
     }
-    reports.plot_history(history, run_dir / "history.png")
+    if history:  # an averaged network (training.average) has none
+        reports.plot_history(history, run_dir / "history.png")
     reports.plot_confusion(single["confusion"], run_dir / "confusion.png")
     reports.plot_reliability(before, after, temperature, run_dir / "reliability.png")
     (run_dir / "report.txt").write_text(reports.classification_report(single))
