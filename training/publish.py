@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from emostream import logs
 from model_store.calibration import calibrate, expected_calibration_error, fit_temperature
 from model_store.convert import to_tflite
 from model_store.manifest import Manifest
@@ -40,8 +41,9 @@ class Serving:
 
 def serving_form(model: keras.Model, validation: FaceSet) -> Serving:
     """The LiteRT file of ``model``, the temperature fitted to its scores on ``validation``, and its metrics."""
-    tflite = to_tflite(model)
-    lite = LiteModel(tflite)
+    with logs.quiet_native_start():  # the converter's and LiteRT's start-up lines
+        tflite = to_tflite(model)
+        lite = LiteModel(tflite)
     x = validation.images.reshape(-1, *lite.input_shape).astype(np.float32)
     scores = next(iter(lite(x).values()))
     temperature = fit_temperature(scores, validation.labels)
