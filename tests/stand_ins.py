@@ -30,6 +30,19 @@ FacesOf = Callable[[np.ndarray, FrameKey | None], list[Face]]
 """A frame's faces (boxes in frame pixels) from its grayscale image and its (stream, seq)."""
 
 
+def read_results(client: redis.Redis, key: str, count: int, timeout: float = 60.0) -> list[Result]:
+    """The results on reply stream ``key`` once ``count`` are in, or whatever came by ``timeout``
+    seconds (read in short blocks: redis-py 8 gives clients a 5 s socket timeout by default)."""
+    out: list[Result] = []
+    last, deadline = "0", time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        for _, entries in client.xread({key: last}, block=500) or []:
+            for entry_id, fields in entries:
+                out.append(Result.decode(fields))
+                last = entry_id
+    return out
+
+
 def whole_frame(gray: np.ndarray, key: FrameKey | None = None) -> list[Face]:
     """One happy face filling the frame (the worker maps its box back to source pixels)."""
     height, width = gray.shape

@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 from factories import REPO, brightness, brightness_store
+from stand_ins import read_results
 
 from emostream.config import Settings
-from ingest.wire import Frame, Result
+from ingest.wire import Frame
 
 
 @pytest.mark.parametrize("skew", ["+5s", "-5s"])
@@ -43,13 +44,7 @@ def test_a_worker_with_a_skewed_clock_judges_frame_age_by_redis(redis_server, re
         for seq in range(5):  # captured now by this host's clock, which Redis shares
             redis_client.xadd(keys.frames, Frame("skewed", seq, time.time(), face, reply).encode())
             time.sleep(0.05)
-        answers: list[Result] = []
-        last = "0"
-        while len(answers) < 5 and time.monotonic() < deadline:
-            for _, entries in redis_client.xread({reply: last}, block=500) or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    answers.append(Result.decode(fields))
+        answers = read_results(redis_client, reply, 5, timeout=deadline - time.monotonic())
         assert sorted(r.seq for r in answers) == list(range(5))
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 from factories import REPO, fer_dataset, run_cli
+from stand_ins import read_results
 
 from emostream import stack as stack_module
 from emostream.config import Settings
@@ -94,10 +95,7 @@ def test_a_killed_worker_is_replaced_and_the_rest_keeps_answering(tmp_path):
         keys = stack.settings.keys
         face = np.full((96, 96), 128, np.uint8)
         client.xadd(keys.frames, Frame("s", 0, time.time(), face, keys.results("s")).encode())
-        deadline = time.monotonic() + 60
-        answered = []  # short reads: redis-py 8 gives every client a 5 s socket timeout by default
-        while not answered and time.monotonic() < deadline:
-            answered = client.xread({keys.results("s"): "0"}, block=1000)
+        answered = read_results(client, keys.results("s"), 1)
         client.close()
     assert answered, "the stack still answers"
 

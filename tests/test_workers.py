@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from clips import iou, make_clip, validation_faces
 from factories import REPO, brightness, brightness_store, publish_brightness
+from stand_ins import read_results
 
 from emostream.config import Settings
 from ingest.crop import crop_face
@@ -71,17 +72,6 @@ def _push(client, keys, frame: Frame) -> None:
     client.xadd(keys.frames, frame.encode())
 
 
-def _results(client, key: str, count: int, timeout: float = 60.0) -> list[Result]:
-    out, last, deadline = [], "0", time.monotonic() + timeout
-    while len(out) < count and time.monotonic() < deadline:
-        reply = client.xread({key: last}, block=500)
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                out.append(Result.decode(fields))
-                last = entry_id
-    return out
-
-
 @pytest.fixture
 def worker(redis_server, redis_client, tmp_path):
     settings = Settings(
@@ -106,7 +96,7 @@ def test_worker_batches_across_streams_and_answers_each_on_its_reply_stream(work
             gray = cv2.cvtColor(frames[seq], cv2.COLOR_BGR2GRAY)
             half = cv2.resize(gray, (320, 240), interpolation=cv2.INTER_AREA)
             _push(redis_client, keys, Frame(stream, seq, time.time(), half, keys.results(stream), scale=2.0))
-    a, b = _results(redis_client, keys.results("cam-a"), 4), _results(redis_client, keys.results("cam-b"), 4)
+    a, b = read_results(redis_client, keys.results("cam-a"), 4), read_results(redis_client, keys.results("cam-b"), 4)
     assert [r.seq for r in a] == [0, 1, 2, 3] and {r.stream for r in a} == {"cam-a"}
     assert [r.seq for r in b] == [0, 1, 2, 3] and {r.stream for r in b} == {"cam-b"}
     mixed = [r for r in a + b if r.timings["batch_frames"] == 8]
@@ -130,7 +120,7 @@ def test_worker_follows_each_streams_faces_between_frames(worker, redis_client):
     for seq, frame in enumerate(frames):
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         _push(redis_client, keys, Frame("cam", seq, time.time(), gray, keys.results("cam")))
-    results = _results(redis_client, keys.results("cam"), 4)
+    results = read_results(redis_client, keys.results("cam"), 4)
     assert passes == ["full", "tracked", "tracked", "tracked"]
     for result in results:
         assert [iou(f.box, truth[result.seq][0].box) > 0.5 for f in result.faces] == [True]
@@ -143,7 +133,7 @@ def test_shadow_sampling_keeps_a_capped_list_of_face_crops(worker, redis_client,
     for seq in range(4):  # one frame (two faces) per batch: 8 crops offered, 3 kept
         gray = cv2.cvtColor(frames[seq], cv2.COLOR_BGR2GRAY)
         _push(redis_client, keys, Frame("cam", seq, time.time(), gray, keys.results("cam")))
-        _results(redis_client, keys.results("cam"), seq + 1)
+        read_results(redis_client, keys.results("cam"), seq + 1)
     sample = redis_client.lrange(keys.face_sample, 0, -1)
     assert len(sample) == 3 and all(len(face) == 48 * 48 for face in sample)
 
@@ -159,7 +149,7 @@ def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_c
     )
     redis_client.xadd(keys.frames, {"v": "1", "stream": "s", "enc": "jpeg", "data": b"junk"})
     _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
-    results = _results(redis_client, keys.results("s"), 1)
+    results = read_results(redis_client, keys.results("s"), 1)
     assert [r.seq for r in results] == [1]
 
     def sample(name: str, **labels: str) -> float:
@@ -264,7 +254,7 @@ def test_worker_survives_a_redis_restart(redis_server, tmp_path):
     keys, reply = settings.keys, settings.keys.results("s")
     face = np.full((96, 96), brightness(4), np.uint8)
     _push(client, keys, Frame("s", 0, time.time(), face, reply))
-    assert [r.seq for r in _results(client, reply, 1)] == [0]
+    assert [r.seq for r in read_results(client, reply, 1)] == [0]
     redis_server.stop()  # an outage: the data (and the consumer group) are gone
     time.sleep(1.0)
     redis_server.start()
@@ -273,7 +263,7 @@ def test_worker_survives_a_redis_restart(redis_server, tmp_path):
     while not answered and time.monotonic() < deadline:
         try:
             _push(client, keys, Frame("s", 1, time.time(), face, reply))
-            answered = _results(client, reply, 1, timeout=3)
+            answered = read_results(client, reply, 1, timeout=3)
         except redis.ConnectionError:
             time.sleep(0.5)
     worker.stop()
