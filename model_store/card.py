@@ -31,9 +31,18 @@ PIPELINE_RECALL = (
 )
 
 
-def _lineage(parent: str | None, averaged_from: list[str] | None) -> str:
-    if averaged_from:
-        return "; the mean of the weights of " + " and ".join(f"`{v}`" for v in averaged_from)
+def combination(config: dict) -> str | None:
+    """How a version combined from others (``models average`` or ``ensemble``) was made; None if trained."""
+    if averaged := config.get("averaged_from"):
+        return "the mean of the weights of " + " and ".join(f"`{v}`" for v in averaged)
+    if members := config.get("ensemble_of"):
+        return "the mean of the scores of " + " and ".join(f"`{v}`" for v in members) + ", run side by side"
+    return None
+
+
+def _lineage(parent: str | None, config: dict) -> str:
+    if made := combination(config):
+        return f"; {made}"
     return f"; fine-tuned from `{parent}`" if parent else ""
 
 
@@ -88,7 +97,7 @@ def model_card(store: ModelStore, version: str | None = None) -> str:
         f"Architecture `{manifest.architecture}`"
         + (f", {manifest.metrics['parameters']:,} parameters" if manifest.metrics.get("parameters") else "")
         + f"; published {manifest.created_at}"
-        + _lineage(manifest.parent, config.get("averaged_from"))
+        + _lineage(manifest.parent, config)
         + ". Generated from the version's manifest and metrics (`emostream models show "
         + f"{manifest.version} --card`).",
         "",
@@ -119,7 +128,7 @@ def model_card(store: ModelStore, version: str | None = None) -> str:
         "labels. The faces carry no demographic annotation, so **accuracy across age, gender, "
         "skin tone or culture is unknown** and may differ from the figures below.",
         "",
-        ("The first of the versions averaged (see its card) " if config.get("averaged_from") else "This version ")
+        ("The first of the versions combined (see its card) " if combination(config) else "This version ")
         + f"trained on {train.get('n', 'an unrecorded number of')} faces from `{train.get('source', '?')}` "
         f"({train.get('fingerprint', '')}), {config.get('epochs', '?')} epochs"
         + (f", distilled from {len(config['teachers'])} teacher models" if config.get("teachers") else "")

@@ -1,13 +1,14 @@
 """``emostream models``: list, show, promote and roll back model versions.
 
-The actions that need training's code (``publish``, ``average``, ``convert``, ``shadow``) are added to the same
-command by :func:`training.command.add_model_actions`; the model store never imports training.
+The actions that need training's code (``publish``, ``average``, ``ensemble``, ``convert``, ``shadow``) are
+added to the same command by :func:`training.command.add_model_actions`; the model store never imports training.
 """
 
 import argparse
 import json
 
 from emostream.config import Settings
+from model_store.card import combination, model_card
 from model_store.manifest import Manifest
 
 
@@ -20,7 +21,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     for m in [] if args.json else rows:
         acc = m.validation_accuracy
         print(
-            f"{'*' if m.version == live else ' '} {m.version:<40} {m.architecture:<10} "
+            f"{'*' if m.version == live else ' '} {m.version:<40} {m.architecture:<12} "
             f"{m.created_at:<26} val_acc={'-' if acc is None else f'{acc:.4f}'}"
         )
     return 0
@@ -31,8 +32,6 @@ def _cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     live = store.live_version()
     manifest = store.manifest(args.version or live or "")
     if args.card:
-        from model_store.card import model_card
-
         print(model_card(store, manifest.version), end="")
     elif args.json:
         print(json.dumps({**manifest.to_json(), "live": manifest.version == live}))
@@ -48,11 +47,7 @@ def _summary(manifest: Manifest, live: str | None) -> str:
     lines = [
         f"{manifest.version}{' (live)' if manifest.version == live else ''}",
         f"  architecture  {manifest.architecture}, {m.get('parameters') or '?'} parameters, "
-        + (
-            f"the mean of the weights of {', '.join(averaged)}"
-            if (averaged := manifest.training_config.get("averaged_from"))
-            else f"{m.get('epochs') or '?'} epochs"
-        ),
+        + (combination(manifest.training_config) or f"{m.get('epochs') or '?'} epochs"),
         f"  created       {manifest.created_at}; parent {manifest.parent or '-'}",
         f"  validation    accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}"
         + (f", served file {m['served_validation_accuracy']:.4f}" if "served_validation_accuracy" in m else "")

@@ -222,3 +222,13 @@ def test_a_bad_retraining_option_is_one_line_naming_it_before_anything_is_queued
     assert done.returncode == 2
     assert done.stderr.strip() == "emostream retrain: error: epochs must be greater than or equal to 1, not 0"
     assert redis.Redis.from_url(redis_server.url).keys("rq:*") == [], "nothing queued"
+
+
+def test_a_job_trains_the_architecture_it_names_or_else_the_one_it_starts_from(tmp_path):
+    from training.client import RetrainSpec
+    from training.jobs import _train_command
+
+    fine_tune = _train_command(RetrainSpec(init_from_live=True), tmp_path, "emonet_pair-20261202T000000-abcdef")
+    assert "--arch" not in fine_tune  # `train --init-from` takes that version's architecture
+    named = _train_command(RetrainSpec(architecture="emonet_wide"), tmp_path, None)
+    assert named[named.index("--arch") + 1] == "emonet_wide"

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from factories import brightness, brightness_store, fer_dataset, flat, publish_brightness, run_cli, write_faces
 
-from model_store import ModelStore
+from model_store import Manifest, ModelStore
+from model_store.calibration import calibrate
+from model_store.store import new_version_id
+from training.architectures import build
 from training.pipeline import Augmentation
 from training.train import TrainConfig, train
+from workers.classify import load_classifier
 
 ARTIFACTS = (
     "config.json",
@@ -116,7 +120,16 @@ def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_paren
         "train", "--data", str(fer_subset), "--init-from", shipped, "--epochs", "1", "--run-dir", str(run_dir), env=env
     )
     assert trained.returncode == 0, trained.stderr
-    assert json.loads((run_dir / "config.json").read_text())["parent"] == shipped
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["parent"] == shipped
+    store = ModelStore(tmp_path / "store")
+    assert config["architecture"] == store.manifest(shipped).architecture  # no --arch: the version's own
+    (wide,) = [v for v in store.versions() if store.manifest(v).architecture == "emonet_wide"]
+    refused = run_cli("train", "--data", str(fer_subset), "--init-from", wide, "--arch", "emonet", env=env)
+    assert refused.returncode == 2 and f"--init-from {wide} has architecture emonet_wide, not emonet" in refused.stderr
+    from_file = ["--init-from", str(store.path(wide) / "model.keras"), "--run-dir", str(tmp_path / "from-file")]
+    refused = run_cli("train", "--data", str(fer_subset), *from_file, env=env)
+    assert refused.returncode == 2 and "holds emonet_wide, not emonet" in refused.stderr
 
     published = run_cli("models", "publish", str(run_dir), env=env)  # a separate step, as after a long run
     assert published.returncode == 0, published.stderr
@@ -124,23 +137,29 @@ def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_paren
     assert json.loads(run_cli("models", "show", version, "--json", env=env).stdout)["parent"] == shipped
 
 
+def _bundled_emonets(env: dict) -> tuple[list[str], str]:
+    """Two shipped ``emonet`` versions, newest first, and a version of another architecture."""
+    listed = json.loads(run_cli("models", "list", "--json", env=env).stdout)
+    emonets = sorted((m["version"] for m in listed if m["architecture"] == "emonet"), reverse=True)
+    other = next(m["version"] for m in listed if m["architecture"] not in ("emonet", "emonet_pair"))
+    return emonets[:2], other
+
+
 def test_versions_averaged_are_published_as_the_mean_of_their_weights(tmp_path):
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
-    listed = json.loads(run_cli("models", "list", "--json", env=env).stdout)
-    (live,) = [m for m in listed if m["live"]]
-    other = next(m for m in listed if m["architecture"] != live["architecture"])
-    pair = [live["version"], live["parent"]]
+    pair, other = _bundled_emonets(env)
 
-    refused = run_cli("models", "average", live["version"], other["version"], env=env)
+    refused = run_cli("models", "average", pair[0], other, env=env)
     assert refused.returncode == 2 and "versions of one architecture only" in refused.stderr
-    assert run_cli("models", "average", live["version"], live["version"], env=env).returncode == 2
+    assert run_cli("models", "average", pair[0], pair[0], env=env).returncode == 2
 
+    store = ModelStore(tmp_path / "store")
+    live = store.live_version()
     done = run_cli("models", "average", *pair, "--run-dir", str(tmp_path / "average"), env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr  # no converter or LiteRT start-up lines
-    store = ModelStore(tmp_path / "store")
     averaged = store.verify(done.stdout.split()[1].rstrip(":"))
-    assert averaged.parent == live["version"] and averaged.training_config["averaged_from"] == pair
-    assert store.live_version() == live["version"], "published, not promoted"
+    assert averaged.parent == pair[0] and averaged.training_config["averaged_from"] == pair
+    assert store.live_version() == live, "published, not promoted"
     networks = [keras.models.load_model(store.path(v) / "model.keras") for v in [*pair, averaged.version]]
     first, second, mean = (network.get_weights() for network in networks)
     for a, b, m in zip(first, second, mean, strict=True):
@@ -150,6 +169,45 @@ def test_versions_averaged_are_published_as_the_mean_of_their_weights(tmp_path):
     assert averaged.metrics["validation_accuracy"] == metrics["validation"]["accuracy"]
     card = run_cli("models", "show", averaged.version, "--card", env=env).stdout
     assert f"the mean of the weights of `{pair[0]}` and `{pair[1]}`" in card
+
+
+def test_two_versions_ensembled_serve_the_mean_of_their_scores_as_one_network(fer_subset, tmp_path):
+    store = ModelStore(tmp_path / "store")  # not empty, so not seeded with the bundled versions: fast to score
+    config = {"data": str(fer_subset), "run_dir": str(tmp_path / "unused")}
+
+    def publish(architecture: str, seed: int) -> str:
+        keras.utils.set_random_seed(seed)
+        manifest = Manifest(
+            version=new_version_id(architecture),
+            architecture=architecture,
+            created_at="2026-12-02T00:00:00+00:00",
+            training_config={**config, "architecture": architecture},
+        )
+        return store.publish(build(architecture), manifest).version
+
+    pair, other = [publish("emonet", 1), publish("emonet", 2)], publish("emonet_wide", 3)
+    env = {"EMOSTREAM_MODEL_STORE": str(store.root)}
+    refused = run_cli("models", "ensemble", pair[0], other, env=env)
+    assert refused.returncode == 2 and "versions of one architecture only" in refused.stderr
+    assert run_cli("models", "ensemble", *pair, other, env=env).returncode == 2  # two, no more
+
+    done = run_cli("models", "ensemble", *pair, "--run-dir", str(tmp_path / "ensemble"), env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    ensemble = store.verify(done.stdout.split()[1].rstrip(":"))
+    assert ensemble.architecture == "emonet_pair" and ensemble.version.startswith("emonet_pair-")
+    assert ensemble.parent == pair[0] and ensemble.training_config["ensemble_of"] == pair
+    assert ensemble.metrics["validation_n"] == 70  # scored on the first version's validation set
+    faces = np.random.default_rng(2).uniform(0, 255, (8, 48, 48, 1)).astype("float32")
+    members = [keras.models.load_model(store.path(v) / "model.keras")(faces).numpy() for v in pair]
+    mean = (members[0] + members[1]) / 2
+    assert not np.allclose(members[0], members[1])
+    network = keras.models.load_model(store.path(ensemble.version) / "model.keras")
+    np.testing.assert_allclose(network(faces).numpy(), mean, atol=1e-6)
+    served = load_classifier(store, ensemble.version, runtime="litert")  # the workers' int8 file
+    assert served.architecture == "emonet_pair"
+    np.testing.assert_allclose(served(faces[..., 0].astype(np.uint8)), calibrate(mean, ensemble.temperature), atol=0.1)
+    summary = run_cli("models", "show", ensemble.version, env=env).stdout
+    assert f"the mean of the scores of `{pair[0]}` and `{pair[1]}`, run side by side" in summary
 
 
 def test_cli_reports_bad_data_clearly(tmp_path):

@@ -73,11 +73,44 @@ def emonet_wide() -> keras.Model:
     return emonet(widths=(40, 64, 128, 256), name="emonet_wide")
 
 
+def pair(tower: str) -> keras.Model:
+    """Two ``tower`` networks side by side on the same face, their scores averaged: an ensemble
+    that serves as one network (twice the tower's multiply-adds; ``emonet_pair`` about 112M).
+
+    The towers are named ``<tower>_1`` and ``<tower>_2``; ``models ensemble`` fills them with the
+    weights of two published versions.
+    """
+    towers = []
+    for index in (1, 2):
+        network = ARCHITECTURES[tower]()
+        network.name = f"{tower}_{index}"
+        towers.append(network)
+    inputs = keras.Input(shape=INPUT_SHAPE, name="face")
+    scores = layers.Average(dtype="float32", name="scores")([network(inputs) for network in towers])
+    return keras.Model(inputs, scores, name=f"{tower}_pair")
+
+
 ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
     "tutorial": tutorial,
     "emonet": emonet,
     "emonet_wide": emonet_wide,
+    "emonet_pair": lambda: pair("emonet"),
 }
+
+
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds per face of the convolutions and dense layers (nested networks included)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+        elif isinstance(layer, layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            kernel = layer.kernel.shape  # (k, k, inputs / groups, filters)
+            total += height * width * filters * kernel[0] * kernel[1] * kernel[2]
+        elif isinstance(layer, layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)
 
 
 def build(name: str) -> keras.Model:

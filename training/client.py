@@ -40,7 +40,8 @@ class RetrainSpec(BaseModel):
 
     data: str = ""
     """The dataset (default: the trainer's ``EMOSTREAM_DATA``); it must lie under ``EMOSTREAM_DATA_ROOTS``."""
-    architecture: str = "emonet"
+    architecture: str | None = None
+    """Default: the live model's with ``init_from_live``, else ``emonet``."""
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
@@ -110,7 +111,8 @@ def enqueue(client: redis.Redis, spec: RetrainSpec) -> Job:
         result_ttl=7 * 86400,
         failure_ttl=7 * 86400,
         meta={"progress": [], "spec": spec.model_dump()},
-        description=f"retrain {spec.architecture} for {spec.epochs} epochs",
+        description=f"retrain {spec.architecture or ('the live model' if spec.init_from_live else 'emonet')} "
+        f"for {spec.epochs} epochs",
     )
 
 

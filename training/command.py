@@ -1,5 +1,6 @@
 """Training's commands: ``train`` and ``evaluate``; the ``models`` actions that need training's code
-(``publish``, ``average``, ``convert``, ``shadow``); and retraining through RQ: ``trainer``, ``retrain``, ``jobs``.
+(``publish``, ``average``, ``ensemble``, ``convert``, ``shadow``); and retraining through RQ: ``trainer``,
+``retrain``, ``jobs``.
 
 TensorFlow is imported inside the commands that need it, never by this module.
 """
@@ -30,6 +31,10 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     parent = None
     if args.init_from and not Path(args.init_from).is_file():
         parent = args.init_from
+    started_as = settings.model_store().manifest(parent).architecture if parent else None
+    if args.arch and started_as and args.arch != started_as:
+        raise ValueError(f"--init-from {parent} has architecture {started_as}, not {args.arch}")
+    architecture = args.arch or started_as or "emonet"
     args.init_from = args.init_from and model_file(args.init_from)
     if args.resume:
         config = TrainConfig.from_json(json.loads((Path(args.resume) / "config.json").read_text()))
@@ -37,8 +42,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         config = TrainConfig(
             data=args.data,
             val_data=args.val_data,
-            run_dir=args.run_dir or str(settings.runs_dir / args.arch),
-            architecture=args.arch,
+            run_dir=args.run_dir or str(settings.runs_dir / architecture),
+            architecture=architecture,
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.lr,
@@ -85,7 +90,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (resumable) and write its run artifacts")
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset root (train/, validation/) or Kaggle CSV")
     p.add_argument("--val-data", help="validation source if not inside --data")
-    p.add_argument("--arch", default="emonet", help="architecture name (emonet, tutorial)")
+    p.add_argument(
+        "--arch",
+        help="emonet, emonet_wide, emonet_pair or tutorial (default: --init-from's version's, else emonet)",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
@@ -229,26 +237,33 @@ def add_model_actions(actions: argparse._SubParsersAction) -> None:
         "--parent", help="the version the run was fine-tuned from (default: the one its --init-from named)"
     )
     publish.set_defaults(func=_cmd_publish)
-    average = actions.add_parser(
-        "average", help="publish the mean of the weights of versions of one architecture (fine-tuned from one ancestor)"
-    )
-    average.add_argument("versions", nargs="+", metavar="VERSION", help="the first is the new version's parent")
-    average.add_argument("--run-dir", help="where the average is scored (default: $EMOSTREAM_RUNS/average-<time>)")
-    average.add_argument("--promote", action="store_true", help="make it the live version")
-    average.add_argument("--force", action="store_true", help="promote even if less accurate than live")
-    average.set_defaults(func=_cmd_average)
+    combine = {
+        "average": (
+            "publish the mean of the weights of versions of one architecture (fine-tuned from one ancestor)",
+            "+",
+        ),
+        "ensemble": ("publish two versions of one architecture served as one network, their scores averaged", 2),
+    }
+    for action, (description, count) in combine.items():
+        parser = actions.add_parser(action, help=description)
+        parser.add_argument("versions", nargs=count, metavar="VERSION", help="the first is the new version's parent")
+        parser.add_argument("--run-dir", help=f"where it is scored (default: $EMOSTREAM_RUNS/{action}-<time>)")
+        parser.add_argument("--promote", action="store_true", help="make it the live version")
+        parser.add_argument("--force", action="store_true", help="promote even if less accurate than live")
+        parser.set_defaults(func=_cmd_combine)
 
 
-def _cmd_average(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_combine(args: argparse.Namespace, settings: Settings) -> int:
     logs.start_tensorflow()
     from datetime import UTC, datetime
 
-    from training.average import average_run
+    from training.combine import average_run, ensemble_run
     from training.publish import publish_run
 
     store = settings.model_store()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    run_dir = average_run(store, args.versions, Path(args.run_dir or settings.runs_dir / f"average-{stamp}"))
+    combine = average_run if args.action == "average" else ensemble_run
+    run_dir = combine(store, args.versions, Path(args.run_dir or settings.runs_dir / f"{args.action}-{stamp}"))
     manifest = publish_run(store, run_dir, promote=args.promote, force=args.force)
     live = " (live)" if args.promote else ""
     print(f"published {manifest.version}{live}: validation accuracy {manifest.metrics['validation_accuracy']:.4f}")
@@ -361,7 +376,7 @@ def add_retraining(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("retrain", help="queue a retraining job (see `emostream trainer`)")
     p.add_argument("--data", default="", help="dataset root or Kaggle CSV (default: the trainer's EMOSTREAM_DATA)")
-    p.add_argument("--arch", default="emonet", help="architecture (default emonet)")
+    p.add_argument("--arch", help="architecture (default: the live model's with --init-from-live, else emonet)")
     p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     p.add_argument("--limit", type=int, help="at most N images per split")
     p.add_argument("--extra-train", action="append", default=[], help="extra <class>/ folder (e.g. feedback)")

@@ -87,8 +87,6 @@ def _train_command(spec: RetrainSpec, run_dir: Path, init_from: str | None) -> l
         "train",
         "--data",
         spec.data,
-        "--arch",
-        spec.architecture,
         "--epochs",
         str(spec.epochs),
         "--batch-size",
@@ -99,6 +97,8 @@ def _train_command(spec: RetrainSpec, run_dir: Path, init_from: str | None) -> l
         str(run_dir),
         "--publish",
     ]
+    if spec.architecture:  # else train's default: the --init-from version's architecture, or emonet
+        command += ["--arch", spec.architecture]
     if spec.limit:
         command += ["--limit", str(spec.limit)]
     for extra in spec.extra_train:

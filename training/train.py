@@ -245,7 +245,10 @@ def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult
     steps = len(train_set) // batch_size
     model = architectures.build(config.architecture)
     if config.init_from:
-        model.set_weights(keras.models.load_model(config.init_from, compile=False).get_weights())
+        start = keras.models.load_model(config.init_from, compile=False)
+        if [w.shape for w in start.weights] != [w.shape for w in model.weights]:
+            raise ValueError(f"--init-from {config.init_from} holds {start.name}, not {config.architecture}")
+        model.set_weights(start.get_weights())
     model.compile(
         optimizer=_optimizer(config, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -314,7 +317,7 @@ def write_artifacts(run_dir: Path, val_set: FaceSet, seconds: float) -> dict:
             "ece_after": expected_calibration_error(calibrated, val_set.labels),
         },
     }
-    if history:  # an averaged network (training.average) has none
+    if history:  # a combined network (training.combine) has none
         reports.plot_history(history, run_dir / "history.png")
     reports.plot_confusion(single["confusion"], run_dir / "confusion.png")
     reports.plot_reliability(before, after, temperature, run_dir / "reliability.png")

@@ -1,0 +1,71 @@
+"""Combining published versions into a new one, written as a scored run directory and published
+like a trained run (:func:`training.publish.publish_run`): no training.
+
+* **Weight averages** of versions of one architecture. Networks fine-tuned from a common
+  ancestor stay in one basin of the loss, where the mean of their weights is itself a good
+  network, often better than each one (Wortsman et al., *Model soups*, ICML 2022); it has the
+  same architecture and multiply-adds as its parts.
+* **Ensembles**: two versions served side by side as one network (``<architecture>_pair``),
+  their scores averaged. Networks trained apart make different mistakes, so the mean of their
+  scores beats each one, for the sum of their multiply-adds.
+
+The new version's first part is its parent; its configuration and datasets are that part's.
+"""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model_store.manifest import MODEL_FILE, Manifest
+from model_store.store import ModelStore
+from training import architectures
+from training.train import TrainConfig, load_validation, write_artifacts
+
+
+def _load(store: ModelStore, versions: list[str]) -> tuple[list[Manifest], list[keras.Model]]:
+    if len(set(versions)) < 2:
+        raise ValueError("combining needs at least two different versions")
+    manifests = [store.verify(version) for version in versions]
+    if len({m.architecture for m in manifests}) > 1:
+        raise ValueError(
+            f"versions of one architecture only: {', '.join(f'{m.version} is {m.architecture}' for m in manifests)}"
+        )
+    return manifests, [keras.models.load_model(store.path(m.version) / MODEL_FILE, compile=False) for m in manifests]
+
+
+def _write_run(model: keras.Model, first: Manifest, run_dir: Path, **config_extra: object) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / "best.keras")
+    trained = {k: v for k, v in first.training_config.items() if k not in ("averaged_from", "ensemble_of")}
+    config = {**trained, "run_dir": str(run_dir), "parent": first.version, **config_extra}
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (run_dir / "datasets.json").write_text(json.dumps(first.datasets, indent=2) + "\n")
+    write_artifacts(run_dir, load_validation(TrainConfig.from_json(config)), seconds=0.0)
+    return run_dir
+
+
+def average_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
+    """Write the uniform weight average of ``versions`` to ``run_dir`` as a scored run."""
+    manifests, models = _load(store, versions)
+    weights = [model.get_weights() for model in models]
+    if any([w.shape for w in ws] != [w.shape for w in weights[0]] for ws in weights):
+        raise ValueError(f"{versions[0]} and the others differ in their layers' shapes: not one architecture")
+    averaged = models[0]
+    averaged.set_weights([np.mean(layer, axis=0) for layer in zip(*weights, strict=True)])
+    return _write_run(averaged, manifests[0], run_dir, averaged_from=versions)
+
+
+def ensemble_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
+    """Write the pair of ``versions`` (two of one architecture), scores averaged, to ``run_dir`` as a scored run."""
+    manifests, models = _load(store, versions)
+    tower = manifests[0].architecture
+    name = f"{tower}_pair"
+    if len(versions) != 2 or name not in architectures.ARCHITECTURES:
+        pairs = sorted(n for n in architectures.ARCHITECTURES if n.endswith("_pair"))
+        raise ValueError(f"an ensemble is two versions of an architecture with a pair: {', '.join(pairs)}")
+    pair = architectures.build(name)
+    for index, model in enumerate(models, start=1):
+        pair.get_layer(f"{tower}_{index}").set_weights(model.get_weights())
+    return _write_run(pair, manifests[0], run_dir, architecture=name, ensemble_of=versions)
