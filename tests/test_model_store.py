@@ -166,7 +166,7 @@ def test_the_shipped_model_is_live_verified_and_documented():
     store = ModelStore(BUNDLED)
     manifest = store.verify(live)
     assert manifest.metrics["validation_accuracy"] > 0.6
-    trained = set() if combination(manifest.training_config) else {"history.png"}  # an average has no epochs
+    trained = set() if combination(manifest.training_config) else {"history.png"}  # a combined version has no epochs
     plots = {"confusion.png", "reliability.png", "report.txt", "metrics.json", "config.json", *trained}
     assert plots <= set(manifest.files)
     assert manifest.training_config["architecture"] == manifest.architecture

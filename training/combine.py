@@ -24,7 +24,7 @@ from training import architectures
 from training.train import TrainConfig, load_validation, write_artifacts
 
 
-def _load(store: ModelStore, versions: list[str]) -> tuple[list[Manifest], list[keras.Model]]:
+def _verify(store: ModelStore, versions: list[str]) -> list[Manifest]:
     if len(set(versions)) < 2:
         raise ValueError("combining needs at least two different versions")
     manifests = [store.verify(version) for version in versions]
@@ -32,7 +32,11 @@ def _load(store: ModelStore, versions: list[str]) -> tuple[list[Manifest], list[
         raise ValueError(
             f"versions of one architecture only: {', '.join(f'{m.version} is {m.architecture}' for m in manifests)}"
         )
-    return manifests, [keras.models.load_model(store.path(m.version) / MODEL_FILE, compile=False) for m in manifests]
+    return manifests
+
+
+def _network(store: ModelStore, manifest: Manifest) -> keras.Model:
+    return keras.models.load_model(store.path(manifest.version) / MODEL_FILE, compile=False)
 
 
 def _write_run(model: keras.Model, first: Manifest, run_dir: Path, **config_extra: object) -> Path:
@@ -48,7 +52,8 @@ def _write_run(model: keras.Model, first: Manifest, run_dir: Path, **config_extr
 
 def average_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
     """Write the uniform weight average of ``versions`` to ``run_dir`` as a scored run."""
-    manifests, models = _load(store, versions)
+    manifests = _verify(store, versions)
+    models = [_network(store, m) for m in manifests]
     weights = [model.get_weights() for model in models]
     if any([w.shape for w in ws] != [w.shape for w in weights[0]] for ws in weights):
         raise ValueError(f"{versions[0]} and the others differ in their layers' shapes: not one architecture")
@@ -59,13 +64,13 @@ def average_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
 
 def ensemble_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
     """Write the pair of ``versions`` (two of one architecture), scores averaged, to ``run_dir`` as a scored run."""
-    manifests, models = _load(store, versions)
+    manifests = _verify(store, versions)
     tower = manifests[0].architecture
     name = f"{tower}_pair"
     if len(versions) != 2 or name not in architectures.ARCHITECTURES:
         pairs = sorted(n for n in architectures.ARCHITECTURES if n.endswith("_pair"))
         raise ValueError(f"an ensemble is two versions of an architecture with a pair: {', '.join(pairs)}")
     pair = architectures.build(name)
-    for index, model in enumerate(models, start=1):
-        pair.get_layer(f"{tower}_{index}").set_weights(model.get_weights())
+    for index, manifest in enumerate(manifests, start=1):
+        pair.get_layer(f"{tower}_{index}").set_weights(_network(store, manifest).get_weights())
     return _write_run(pair, manifests[0], run_dir, architecture=name, ensemble_of=versions)
