@@ -65,6 +65,19 @@ def _atomic_write(path: Path, content: str | bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _log(history: dict, version: str, action: str, previous: str | None, reason: str) -> None:
+    """Append one promotion or rollback to ``history``'s log."""
+    history["log"].append(
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "action": action,
+            "version": version,
+            "previous": previous,
+            "reason": reason,
+        }
+    )
+
+
 def new_version_id(architecture: str, when: datetime | None = None) -> str:
     """``<architecture>-<UTC timestamp>-<random>``: unique and sortable by creation time."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
@@ -92,15 +105,27 @@ class ModelStore:
         if store.live_version() is None and (bundled / "LIVE").exists():
             with store._locked():  # several processes may open a new store at once: one seeds it
                 if store.live_version() is None and not store.versions():
-                    for version_dir in sorted((bundled / "versions").iterdir()):
-                        store.import_version(version_dir)
-                    live = (bundled / "LIVE").read_text().strip()
-                    shipped = bundled / HISTORY
-                    lineage = json.loads(shipped.read_text())["stack"] if shipped.exists() else []
-                    for version in [v for v in lineage if v != live and v in store.versions()] + [live]:
-                        # the shipped lineage becomes the rollback history: `models rollback` goes to the parent
-                        store._promote_locked(store.verify(version), force=True, reason="bundled default")
+                    store._seed(bundled)
         return store
+
+    def _seed(self, bundled: Path) -> None:
+        """Copy the bundled versions in; their shipped lineage becomes the rollback history.
+
+        The live pointer is written once, last: a process opening the store meanwhile never sees an
+        ancestor of the shipped model as live.
+        """
+        for version_dir in sorted((bundled / "versions").iterdir()):
+            self.import_version(version_dir)
+        live = (bundled / "LIVE").read_text().strip()
+        shipped = bundled / HISTORY
+        lineage = json.loads(shipped.read_text())["stack"] if shipped.exists() else []
+        history, previous = self._history(), None
+        for version in [v for v in lineage if v != live and v in self.versions()] + [live]:
+            self.verify(version)
+            history["stack"].append(version)
+            _log(history, version, "promote", previous, "bundled default")
+            previous = version
+        self._write_live(live, history)
 
     # --- reading -------------------------------------------------------------------
 
@@ -274,16 +299,11 @@ class ModelStore:
         return self._history()["log"]
 
     def _set_live(self, version: str, history: dict, action: str, reason: str) -> None:
-        previous = self.live_version()
-        history["log"].append(
-            {
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "action": action,
-                "version": version,
-                "previous": previous,
-                "reason": reason,
-            }
-        )
+        _log(history, version, action, self.live_version(), reason)
+        self._write_live(version, history)
+
+    def _write_live(self, version: str, history: dict) -> None:
+        """Write the history, then the live pointer (the one file readers poll)."""
         _atomic_write(self.history_file, json.dumps(history, indent=2) + "\n")
         _atomic_write(self.live_file, version + "\n")
 

@@ -44,6 +44,7 @@ async def _progress(clients, more: int, what: str) -> None:
     await until(lambda: all(len(c.results) >= m + more for c, m in zip(clients, marks, strict=True)), READY_S, what)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stream_loses_no_stream(tmp_path, face_frames):
     with RedisServer() as server:
         settings = Settings(redis_url=server.url, model_store_root=tmp_path / "store")
@@ -81,6 +82,7 @@ def test_a_worker_killed_mid_stream_loses_no_stream(tmp_path, face_frames):
             client.close()
 
 
+@pytest.mark.slow
 def test_redis_restart_under_load_recovers_by_itself(tmp_path, face_frames):
     with RedisServer() as server:
         settings = Settings(redis_url=server.url, model_store_root=tmp_path / "store")

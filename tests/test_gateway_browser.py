@@ -137,8 +137,10 @@ def test_the_page_reconnects_by_itself_when_the_gateway_restarts(tmp_path):
                 before = page.evaluate("window.emostream.cameras[0].stream")
             finally:
                 stopped = first.stop()
-            page.wait_for_function("window.emostream.cameras[0].status.includes('reconnecting in')")
-            waiting = page.evaluate("window.emostream.cameras[0].status")
+            # the status the check saw: the page moves on to "reconnecting" once its countdown ends
+            waiting = page.wait_for_function(
+                "(() => { const s = window.emostream.cameras[0].status; return s.includes('reconnecting in') && s; })()"
+            ).json_value()
             with GatewayProcess(server.url, port=first.port, **env):
                 page.wait_for_function(
                     "(before) => window.emostream.results.filter((r) => r.stream !== before).length >= 5", arg=before

@@ -71,6 +71,7 @@ def wait_for(url: str, done, what: str, timeout: float = JOB_S) -> dict:
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_a_job_started_through_the_api_reports_progress_publishes_and_promotes(env, trainer, tiny_fer):
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     seeded = publish(store, accuracy=0.0, live=True)

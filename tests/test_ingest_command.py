@@ -53,7 +53,7 @@ def read_lines(path) -> list[dict]:
     [
         ("{tmp}/missing.avi", "missing.avi: no such file"),
         ("{tmp}/garbage.avi", "garbage.avi: not a video OpenCV can decode"),
-        (f"rtsp://127.0.0.1:{free_port()}/live", "cannot open (unreachable, refused or not video)"),
+        ("rtsp://127.0.0.1:{port}/live", "cannot open (unreachable, refused or not video)"),
         ("7", "camera 7: cannot open"),
     ],
 )
@@ -61,7 +61,7 @@ def test_bad_sources_exit_2_with_a_clear_error(tmp_path, capsys, monkeypatch, so
     monkeypatch.delenv("REDIS_URL", raising=False)  # fails before any stack starts
     (tmp_path / "garbage.avi").write_bytes(np.random.default_rng(1).bytes(10_000))
     out = tmp_path / "out.jsonl"
-    assert main(["ingest", "--source", source.format(tmp=tmp_path), "--out", str(out)]) == 2
+    assert main(["ingest", "--source", source.format(tmp=tmp_path, port=free_port()), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("emostream ingest: error: ") and message in err and "Traceback" not in err
     assert not out.exists()

@@ -2,9 +2,12 @@
 
 import cv2
 import numpy as np
+import pytest
 from factories import brightness, brightness_store, flat, run_cli, write_faces
 
 from emostream.logs import NATIVE_CHATTER
+
+pytestmark = pytest.mark.slow  # TensorFlow starts in a child process for each test
 
 
 def test_evaluate_and_predict_print_only_their_answers(tmp_path):

@@ -161,6 +161,39 @@ def test_a_new_store_can_roll_back_along_the_shipped_lineage(tmp_path):
     assert store.live_version() == shipped[-2]
 
 
+def test_a_store_being_seeded_never_shows_an_ancestor_as_live(tmp_path):
+    """Processes opening a new store together (a stack's workers) all serve the shipped model."""
+    shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
+    root, done = tmp_path / "store", tmp_path / "seeded"
+    root.mkdir()
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _WATCH_LIVE, str(root / "LIVE"), str(done)], stdout=subprocess.PIPE, text=True
+    )
+    assert watcher.stdout and watcher.stdout.readline() == "watching\n"
+    store = ModelStore.open_default(root)
+    done.touch()
+    seen, _ = watcher.communicate(timeout=60)
+
+    assert seen.split() == [shipped[-1]], "the live pointer appears once, as the shipped model"
+    assert [(e["version"], e["previous"]) for e in store.history()] == list(
+        zip(shipped, [None, *shipped[:-1]], strict=True)
+    )
+
+
+_WATCH_LIVE = """
+import sys
+from pathlib import Path
+live, done, seen = Path(sys.argv[1]), Path(sys.argv[2]), set()
+print("watching", flush=True)
+while not done.exists():
+    try:
+        seen.add(live.read_text().strip())
+    except FileNotFoundError:
+        pass
+print(*sorted(seen))
+"""
+
+
 def test_the_shipped_model_is_live_verified_and_documented():
     live = (BUNDLED / "LIVE").read_text().strip()
     store = ModelStore(BUNDLED)

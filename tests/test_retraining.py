@@ -20,6 +20,8 @@ from workers.classify import LiveModel
 from workers.haar import HaarDetector
 from workers.worker import Worker
 
+pytestmark = pytest.mark.slow  # most tests start TensorFlow and train, here or in a child process
+
 
 @pytest.fixture(scope="module")
 def tiny_fer(tmp_path_factory):

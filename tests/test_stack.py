@@ -66,6 +66,7 @@ def test_stack_starts_workers_that_register_and_stops_them(tmp_path):
     assert stack.redis_server is None
 
 
+@pytest.mark.slow
 def test_the_job_history_survives_a_restart_of_the_stack_unless_ephemeral(tmp_path):
     settings = Settings(model_store_root=tmp_path / "store", redis_dir=tmp_path / "redis")
     seen = []
@@ -113,6 +114,7 @@ def test_a_child_that_keeps_dying_at_start_ends_the_stack_with_the_reason(tmp_pa
                 time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
     (tmp_path / "bin").mkdir()

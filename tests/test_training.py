@@ -8,14 +8,18 @@ import keras
 import numpy as np
 import pytest
 from factories import brightness, brightness_store, fer_dataset, flat, publish_brightness, run_cli, write_faces
+from processes import modules_at_exit
 
 from model_store import Manifest, ModelStore
 from model_store.calibration import calibrate
+from model_store.manifest import MODEL_FILE
 from model_store.store import new_version_id
 from training.architectures import build
 from training.pipeline import Augmentation
 from training.train import TrainConfig, train
 from workers.classify import load_classifier
+
+pytestmark = pytest.mark.slow  # most tests start TensorFlow and train, here or in a child process
 
 ARTIFACTS = (
     "config.json",
@@ -112,67 +116,13 @@ def test_cli_trains_publishes_and_promotes_with_every_artifact(fer_subset, tmp_p
     assert manifest["temperature"] > 0 and set(metrics["calibration"]) == {"temperature", "ece_before", "ece_after"}
 
 
-def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_parent(fer_subset, tmp_path):
-    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
-    (shipped,) = [m["version"] for m in json.loads(run_cli("models", "list", "--json", env=env).stdout) if m["live"]]
-    run_dir = tmp_path / "fine-tune"
-    trained = run_cli(
-        "train", "--data", str(fer_subset), "--init-from", shipped, "--epochs", "1", "--run-dir", str(run_dir), env=env
-    )
-    assert trained.returncode == 0, trained.stderr
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["parent"] == shipped
+@pytest.fixture
+def small_store(fer_subset, tmp_path) -> tuple[ModelStore, list[str], str]:
+    """A store of two random ``emonet`` versions and an ``emonet_wide``, scored on the 70-face subset.
+
+    Not empty, so not seeded with the bundled versions: fast to combine and score.
+    """
     store = ModelStore(tmp_path / "store")
-    assert config["architecture"] == store.manifest(shipped).architecture  # no --arch: the version's own
-    (wide,) = [v for v in store.versions() if store.manifest(v).architecture == "emonet_wide"]
-    refused = run_cli("train", "--data", str(fer_subset), "--init-from", wide, "--arch", "emonet", env=env)
-    assert refused.returncode == 2 and f"--init-from {wide} has architecture emonet_wide, not emonet" in refused.stderr
-    from_file = ["--init-from", str(store.path(wide) / "model.keras"), "--run-dir", str(tmp_path / "from-file")]
-    refused = run_cli("train", "--data", str(fer_subset), *from_file, env=env)
-    assert refused.returncode == 2 and "holds emonet_wide, not emonet" in refused.stderr
-
-    published = run_cli("models", "publish", str(run_dir), env=env)  # a separate step, as after a long run
-    assert published.returncode == 0, published.stderr
-    version = published.stdout.split()[1]
-    assert json.loads(run_cli("models", "show", version, "--json", env=env).stdout)["parent"] == shipped
-
-
-def _bundled_emonets(env: dict) -> tuple[list[str], str]:
-    """Two shipped ``emonet`` versions, newest first, and a version of another architecture."""
-    listed = json.loads(run_cli("models", "list", "--json", env=env).stdout)
-    emonets = sorted((m["version"] for m in listed if m["architecture"] == "emonet"), reverse=True)
-    other = next(m["version"] for m in listed if m["architecture"] not in ("emonet", "emonet_pair"))
-    return emonets[:2], other
-
-
-def test_versions_averaged_are_published_as_the_mean_of_their_weights(tmp_path):
-    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
-    pair, other = _bundled_emonets(env)
-
-    refused = run_cli("models", "average", pair[0], other, env=env)
-    assert refused.returncode == 2 and "versions of one architecture only" in refused.stderr
-    assert run_cli("models", "average", pair[0], pair[0], env=env).returncode == 2
-
-    store = ModelStore(tmp_path / "store")
-    live = store.live_version()
-    done = run_cli("models", "average", *pair, "--run-dir", str(tmp_path / "average"), env=env)
-    assert done.returncode == 0 and done.stderr == "", done.stderr  # no converter or LiteRT start-up lines
-    averaged = store.verify(done.stdout.split()[1].rstrip(":"))
-    assert averaged.parent == pair[0] and averaged.training_config["averaged_from"] == pair
-    assert store.live_version() == live, "published, not promoted"
-    networks = [keras.models.load_model(store.path(v) / "model.keras") for v in [*pair, averaged.version]]
-    first, second, mean = (network.get_weights() for network in networks)
-    for a, b, m in zip(first, second, mean, strict=True):
-        assert np.allclose((a + b) / 2, m, atol=1e-6)
-    metrics = json.loads((store.path(averaged.version) / "metrics.json").read_text())
-    assert metrics["validation"]["n"] == 3589  # scored on the first version's validation set
-    assert averaged.metrics["validation_accuracy"] == metrics["validation"]["accuracy"]
-    card = run_cli("models", "show", averaged.version, "--card", env=env).stdout
-    assert f"the mean of the weights of `{pair[0]}` and `{pair[1]}`" in card
-
-
-def test_two_versions_ensembled_serve_the_mean_of_their_scores_as_one_network(fer_subset, tmp_path):
-    store = ModelStore(tmp_path / "store")  # not empty, so not seeded with the bundled versions: fast to score
     config = {"data": str(fer_subset), "run_dir": str(tmp_path / "unused")}
 
     def publish(architecture: str, seed: int) -> str:
@@ -185,11 +135,75 @@ def test_two_versions_ensembled_serve_the_mean_of_their_scores_as_one_network(fe
         )
         return store.publish(build(architecture), manifest).version
 
-    pair, other = [publish("emonet", 1), publish("emonet", 2)], publish("emonet_wide", 3)
+    return store, [publish("emonet", 1), publish("emonet", 2)], publish("emonet_wide", 3)
+
+
+def refused_at_once(tmp_path, *args: str, env: dict[str, str]) -> str:
+    """The error of a command that must be refused before TensorFlow starts (seconds sooner)."""
+    probe, report = modules_at_exit(tmp_path / "probe")
+    done = run_cli(*args, env={**env, **probe})
+    assert done.returncode == 2, done.stderr
+    assert not [m for m in json.loads(report.read_text()) if m.split(".")[0] in ("tensorflow", "keras")]
+    return done.stderr
+
+
+def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_parent(fer_subset, small_store, tmp_path):
+    store, (emonet, _), wide = small_store
     env = {"EMOSTREAM_MODEL_STORE": str(store.root)}
-    refused = run_cli("models", "ensemble", pair[0], other, env=env)
-    assert refused.returncode == 2 and "versions of one architecture only" in refused.stderr
-    assert run_cli("models", "ensemble", *pair, other, env=env).returncode == 2  # two, no more
+    run_dir = tmp_path / "fine-tune"
+    trained = run_cli(
+        "train", "--data", str(fer_subset), "--init-from", wide, "--epochs", "1", "--run-dir", str(run_dir), env=env
+    )
+    assert trained.returncode == 0, trained.stderr
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["parent"] == wide
+    assert config["architecture"] == "emonet_wide", "no --arch: the version's own"
+    refused = refused_at_once(tmp_path, "train", "--init-from", emonet, "--arch", "emonet_wide", env=env)
+    assert f"--init-from {emonet} has architecture emonet, not emonet_wide" in refused
+    from_file = TrainConfig(
+        data=str(fer_subset), run_dir=str(tmp_path / "file"), init_from=str(store.path(wide) / MODEL_FILE)
+    )
+    with pytest.raises(ValueError, match="holds emonet_wide, not emonet"):
+        train(from_file)
+
+    published = run_cli("models", "publish", str(run_dir), env=env)  # a separate step, as after a long run
+    assert published.returncode == 0, published.stderr
+    version = published.stdout.split()[1]
+    assert json.loads(run_cli("models", "show", version, "--json", env=env).stdout)["parent"] == wide
+
+
+def test_versions_averaged_are_published_as_the_mean_of_their_weights(small_store, tmp_path):
+    store, pair, other = small_store
+    env = {"EMOSTREAM_MODEL_STORE": str(store.root)}
+    assert "versions of one architecture only" in refused_at_once(
+        tmp_path, "models", "average", pair[0], other, env=env
+    )
+    assert "two different versions" in refused_at_once(tmp_path, "models", "average", pair[0], pair[0], env=env)
+
+    store.promote(pair[1])
+    done = run_cli("models", "average", *pair, "--run-dir", str(tmp_path / "average"), env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # no converter or LiteRT start-up lines
+    averaged = store.verify(done.stdout.split()[1].rstrip(":"))
+    assert averaged.parent == pair[0] and averaged.training_config["averaged_from"] == pair
+    assert store.live_version() == pair[1], "published, not promoted"
+    networks = [keras.models.load_model(store.path(v) / "model.keras") for v in [*pair, averaged.version]]
+    first, second, mean = (network.get_weights() for network in networks)
+    for a, b, m in zip(first, second, mean, strict=True):
+        assert np.allclose((a + b) / 2, m, atol=1e-6)
+    metrics = json.loads((store.path(averaged.version) / "metrics.json").read_text())
+    assert metrics["validation"]["n"] == 70  # scored on the first version's validation set
+    assert averaged.metrics["validation_accuracy"] == metrics["validation"]["accuracy"]
+    card = run_cli("models", "show", averaged.version, "--card", env=env).stdout
+    assert f"the mean of the weights of `{pair[0]}` and `{pair[1]}`" in card
+
+
+def test_two_versions_ensembled_serve_the_mean_of_their_scores_as_one_network(small_store, tmp_path):
+    store, pair, other = small_store
+    env = {"EMOSTREAM_MODEL_STORE": str(store.root)}
+    assert "versions of one architecture only" in refused_at_once(
+        tmp_path, "models", "ensemble", pair[0], other, env=env
+    )
+    assert "unrecognized arguments" in refused_at_once(tmp_path, "models", "ensemble", *pair, other, env=env)  # two
 
     done = run_cli("models", "ensemble", *pair, "--run-dir", str(tmp_path / "ensemble"), env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr
@@ -263,8 +277,8 @@ def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
     assert json.loads(done.stdout)["accuracy"] == 1.0
     bad = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
     assert bad.returncode == 2 and "fer.csv:9: 2 pixels, expected 2304" in bad.stderr
-    missing = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
-    assert missing.returncode == 2 and "no model version 'v0'" in missing.stderr
+    missing = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
+    assert "no model version 'v0'" in missing
 
 
 def test_models_cli_promote_refusal_and_rollback(tmp_path):

@@ -24,17 +24,6 @@ from training import architectures
 from training.train import TrainConfig, load_validation, write_artifacts
 
 
-def _verify(store: ModelStore, versions: list[str]) -> list[Manifest]:
-    if len(set(versions)) < 2:
-        raise ValueError("combining needs at least two different versions")
-    manifests = [store.verify(version) for version in versions]
-    if len({m.architecture for m in manifests}) > 1:
-        raise ValueError(
-            f"versions of one architecture only: {', '.join(f'{m.version} is {m.architecture}' for m in manifests)}"
-        )
-    return manifests
-
-
 def _network(store: ModelStore, manifest: Manifest) -> keras.Model:
     return keras.models.load_model(store.path(manifest.version) / MODEL_FILE, compile=False)
 
@@ -50,9 +39,9 @@ def _write_run(model: keras.Model, first: Manifest, run_dir: Path, **config_extr
     return run_dir
 
 
-def average_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
-    """Write the uniform weight average of ``versions`` to ``run_dir`` as a scored run."""
-    manifests = _verify(store, versions)
+def average_run(store: ModelStore, manifests: list[Manifest], run_dir: Path) -> Path:
+    """Write the uniform weight average of verified versions of one architecture to ``run_dir`` as a scored run."""
+    versions = [m.version for m in manifests]
     models = [_network(store, m) for m in manifests]
     weights = [model.get_weights() for model in models]
     if any([w.shape for w in ws] != [w.shape for w in weights[0]] for ws in weights):
@@ -62,12 +51,12 @@ def average_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
     return _write_run(averaged, manifests[0], run_dir, averaged_from=versions)
 
 
-def ensemble_run(store: ModelStore, versions: list[str], run_dir: Path) -> Path:
-    """Write the pair of ``versions`` (two of one architecture), scores averaged, to ``run_dir`` as a scored run."""
-    manifests = _verify(store, versions)
+def ensemble_run(store: ModelStore, manifests: list[Manifest], run_dir: Path) -> Path:
+    """Write the pair of two verified versions of one architecture, scores averaged, to ``run_dir`` as a scored run."""
+    versions = [m.version for m in manifests]
     tower = manifests[0].architecture
     name = f"{tower}_pair"
-    if len(versions) != 2 or name not in architectures.ARCHITECTURES:
+    if name not in architectures.ARCHITECTURES:
         pairs = sorted(n for n in architectures.ARCHITECTURES if n.endswith("_pair"))
         raise ValueError(f"an ensemble is two versions of an architecture with a pair: {', '.join(pairs)}")
     pair = architectures.build(name)

@@ -14,16 +14,13 @@ from typing import cast
 
 from emostream import logs
 from emostream.config import Settings
-from model_store.manifest import MODEL_FILE, SERVING_FILE
+from model_store.manifest import MODEL_FILE, SERVING_FILE, Manifest
+from model_store.store import ModelStore
 
 DEFAULT_DATA = "../shared/datasets/fer2013"
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    logs.start_tensorflow()
-    from training.pipeline import Augmentation
-    from training.train import TrainConfig, train
-
     def model_file(name: str) -> str:
         """A ``.keras`` file as given, or the model file of a store version."""
         return name if Path(name).is_file() else str(settings.model_store().path(name) / MODEL_FILE)
@@ -36,6 +33,10 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"--init-from {parent} has architecture {started_as}, not {args.arch}")
     architecture = args.arch or started_as or "emonet"
     args.init_from = args.init_from and model_file(args.init_from)
+    logs.start_tensorflow()  # once the arguments are known to be right
+    from training.pipeline import Augmentation
+    from training.train import TrainConfig, train
+
     if args.resume:
         config = TrainConfig.from_json(json.loads((Path(args.resume) / "config.json").read_text()))
     else:
@@ -131,17 +132,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    logs.start_tensorflow()
     from training.data import load_csv, load_folder
-    from training.evaluation import evaluate
 
-    loaded = settings.model_store().load(args.model)  # before reading data: fail fast on a bad version
+    store = settings.model_store()
+    if args.model:
+        store.manifest(args.model)  # before reading data: fail fast on an unknown version
     source = Path(args.data)
     faces = (
         load_csv(source, args.split, skip_bad=args.skip_bad)
         if source.is_file()
         else load_folder(source, skip_bad=args.skip_bad)
     )
+    logs.start_tensorflow()  # once the version and the data are known to be good
+    from training.evaluation import evaluate
+
+    loaded = store.load(args.model)
     result = evaluate(loaded.model, faces.images, faces.labels, tta=args.tta, temperature=loaded.manifest.temperature)
     result = {
         "model_version": loaded.version,
@@ -253,17 +258,30 @@ def add_model_actions(actions: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=_cmd_combine)
 
 
+def _parts(store: ModelStore, versions: list[str]) -> list[Manifest]:
+    """The verified manifests of the versions to combine: different ones, of one architecture."""
+    if len(set(versions)) < 2:
+        raise ValueError("combining needs at least two different versions")
+    manifests = [store.verify(version) for version in versions]
+    if len({m.architecture for m in manifests}) > 1:
+        raise ValueError(
+            f"versions of one architecture only: {', '.join(f'{m.version} is {m.architecture}' for m in manifests)}"
+        )
+    return manifests
+
+
 def _cmd_combine(args: argparse.Namespace, settings: Settings) -> int:
-    logs.start_tensorflow()
     from datetime import UTC, datetime
 
+    store = settings.model_store()
+    parts = _parts(store, args.versions)  # refused before TensorFlow starts
+    logs.start_tensorflow()
     from training.combine import average_run, ensemble_run
     from training.publish import publish_run
 
-    store = settings.model_store()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     combine = average_run if args.action == "average" else ensemble_run
-    run_dir = combine(store, args.versions, Path(args.run_dir or settings.runs_dir / f"{args.action}-{stamp}"))
+    run_dir = combine(store, parts, Path(args.run_dir or settings.runs_dir / f"{args.action}-{stamp}"))
     manifest = publish_run(store, run_dir, promote=args.promote, force=args.force)
     live = " (live)" if args.promote else ""
     print(f"published {manifest.version}{live}: validation accuracy {manifest.metrics['validation_accuracy']:.4f}")
