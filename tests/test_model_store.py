@@ -190,6 +190,7 @@ while not done.exists():
         seen.add(live.read_text().strip())
     except FileNotFoundError:
         pass
+seen.add(live.read_text().strip())  # seeding may have ended since the last read
 print(*sorted(seen))
 """
 
