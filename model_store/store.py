@@ -114,14 +114,13 @@ class ModelStore:
         The live pointer is written once, last: a process opening the store meanwhile never sees an
         ancestor of the shipped model as live.
         """
-        for version_dir in sorted((bundled / "versions").iterdir()):
-            self.import_version(version_dir)
+        imported = {self.import_version(d) for d in sorted((bundled / "versions").iterdir())}  # each verified
         live = (bundled / "LIVE").read_text().strip()
+        self.path(live)  # the bundled live version must be among them
         shipped = bundled / HISTORY
         lineage = json.loads(shipped.read_text())["stack"] if shipped.exists() else []
         history, previous = self._history(), None
-        for version in [v for v in lineage if v != live and v in self.versions()] + [live]:
-            self.verify(version)
+        for version in [v for v in lineage if v != live and v in imported] + [live]:
             history["stack"].append(version)
             _log(history, version, "promote", previous, "bundled default")
             previous = version
