@@ -18,6 +18,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 DROP_REASONS = (
     "superseded",  # gateway: a newer frame of the same stream arrived before this one was sampled
@@ -101,6 +102,12 @@ class Metrics:
         )
         self.gateway_http_errors = Counter(
             "emostream_gateway_http_errors", "Error responses of a gateway's API, by status", ["status"], registry=r
+        )
+        self.event_loop_lag = Histogram(
+            "emostream_event_loop_lag_seconds",
+            "How late the gateway's event loop ran a timer (WebRTC, results and the API wait as long)",
+            buckets=LAG_BUCKETS,
+            registry=r,
         )
         for reason in DROP_REASONS:
             self.frames_dropped.labels(reason=reason)

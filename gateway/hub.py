@@ -9,6 +9,7 @@ import uuid
 import redis.asyncio as aioredis
 from aiortc import RTCSessionDescription
 
+from emostream import loop_lag
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from gateway.limits import ClientRateLimiter
@@ -58,6 +59,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self.reader.run(), name=f"results {self.id}"),
             asyncio.create_task(self._measure_queue(), name=f"queue length {self.id}"),
+            asyncio.create_task(loop_lag.watch(self.metrics.event_loop_lag), name=f"loop lag {self.id}"),
         ]
         log.info("gateway %s answering on %s", self.id, self.reply)
 

@@ -1,5 +1,6 @@
 """Observability of a real gateway process and a real worker process: /metrics names, /api/targets, health."""
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -9,7 +10,9 @@ import redis
 from gateway_helpers import GatewayProcess
 from prometheus_client.parser import text_string_to_metric_families
 
+from emostream import loop_lag
 from emostream.config import Settings
+from emostream.metrics import Metrics
 from emostream.stack import EmbeddedStack
 
 ISSUE_SERIES = {
@@ -33,6 +36,7 @@ ISSUE_SERIES = {
 GATEWAY_ONLY = {
     "emostream_gateway_results": ("counter", {"outcome"}),
     "emostream_gateway_http_errors": ("counter", {"status"}),
+    "emostream_event_loop_lag_seconds": ("histogram", set()),
 }
 BOUNDED_LABELS = {"reason", "outcome", "status", "kind", "version", "architecture"}
 """Every label an emostream series may have: fixed sets of values, or the model's version."""
@@ -127,3 +131,22 @@ def test_targets_leave_out_stale_and_address_less_heartbeats(redis_server, redis
         targets = json.loads(fetch(f"{gateway.url}/api/targets")[2])
     assert [t["targets"] for t in targets] == [[f"gw.example:{gateway.port}"], ["10.0.0.7:9100"]]
     assert targets[1]["labels"] == {"role": "worker", "worker": "fresh"}
+
+
+def test_the_loop_lag_histogram_sees_a_callback_that_holds_the_loop():
+    metrics = Metrics(process_collectors=False)
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(loop_lag.watch(metrics.event_loop_lag, interval=0.05))
+        await asyncio.sleep(0.2)
+        time.sleep(0.6)  # one callback holding the loop: the watcher's timer, due within 0.05 s, runs >= 0.55 s late
+        await asyncio.sleep(0.2)
+        watcher.cancel()
+
+    asyncio.run(scenario())
+    (family,) = (f for f in text_string_to_metric_families(metrics.render().decode()) if f.name.endswith("lag_seconds"))
+    values = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    count = values[("emostream_event_loop_lag_seconds_count", None)]
+    assert count >= 3, "the watcher observes every tick"
+    assert count - values[("emostream_event_loop_lag_seconds_bucket", "0.5")] == 1, "exactly one tick over 0.5 s late"
+    assert values[("emostream_event_loop_lag_seconds_sum", None)] >= 0.55

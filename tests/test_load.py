@@ -1,6 +1,7 @@
 """Load: 16 aiortc camera streams of real faces through a gateway process and a real worker process.
 
-Prints the throughput, the frame-to-label latency seen by the clients and the drops by reason, and
+Prints the throughput, the frame-to-label latency seen by the clients, the drops by reason and how late
+the gateway's and the clients' event loops ran (which side falls behind when the machine is short), and
 checks that no stream starves (each one gets results) and that every frame the gateway queued is
 accounted for: answered, or dropped and counted by a worker. No timing is asserted.
 """
@@ -17,7 +18,9 @@ from clips import make_clip, validation_faces
 from gateway_helpers import ClipTrack, GatewayProcess, connect, run, until
 from prometheus_client.parser import text_string_to_metric_families
 
+from emostream import loop_lag
 from emostream.config import Settings
+from emostream.metrics import Metrics
 from emostream.redis_server import RedisServer
 from emostream.stack import EmbeddedStack
 
@@ -29,7 +32,11 @@ WORKER_DROPS = ("stale", "malformed", "reclaimed_stale")
 def scrape(address: str) -> dict[tuple[str, tuple], float]:
     """Every sample of a /metrics page, by (name, sorted labels)."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
+        return parse(response.read().decode())
+
+
+def parse(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a metrics exposition, by (name, sorted labels)."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -40,6 +47,13 @@ def scrape(address: str) -> dict[tuple[str, tuple], float]:
 def total(samples: dict, name: str, **labels: str) -> float:
     wanted = set(labels.items())
     return sum(value for (n, got), value in samples.items() if n == name and wanted <= set(got))
+
+
+def late_ticks(samples: dict) -> tuple[int, int, int]:
+    """Ticks of an ``emostream_event_loop_lag_seconds`` histogram: all, over 0.1 s late, over 0.5 s late."""
+    ticks = total(samples, "emostream_event_loop_lag_seconds_count")
+    bucket = "emostream_event_loop_lag_seconds_bucket"
+    return int(ticks), int(ticks - total(samples, bucket, le="0.1")), int(ticks - total(samples, bucket, le="0.5"))
 
 
 @pytest.mark.slow
@@ -55,9 +69,11 @@ def test_sixteen_streams_all_get_results_and_every_frame_is_accounted_for(tmp_pa
         }
         with EmbeddedStack(settings, workers=1), GatewayProcess(server.url, **env) as gateway:
             queue = redis.Redis.from_url(server.url)
+            harness = Metrics(process_collectors=False)  # the 16 clients' own event loop, for the printout
 
             async def scenario():
                 clients, latencies = [], []
+                harness_lag = asyncio.create_task(loop_lag.watch(harness.event_loop_lag))
                 for index in range(STREAMS):
                     clip = frames[index % len(frames) :] + frames[: index % len(frames)]
                     client = await connect(gateway.url, ClipTrack(clip, fps=10), keep_frames=1)
@@ -71,11 +87,13 @@ def test_sixteen_streams_all_get_results_and_every_frame_is_accounted_for(tmp_pa
                     window = time.monotonic() - started
                     counts = [len(c.results) - m for c, m in zip(clients, marks, strict=True)]
                 finally:
+                    harness_lag.cancel()
                     for client in clients:
                         await client.close()
                 return counts, window, latencies
 
             counts, window, latencies = run(scenario(), timeout=600)
+            harness = parse(harness.render().decode())
 
             def drained() -> bool:
                 (group,) = queue.xinfo_groups(settings.keys.frames)
@@ -101,13 +119,14 @@ def test_sixteen_streams_all_get_results_and_every_frame_is_accounted_for(tmp_pa
     read_back = total(gateway_samples, "emostream_gateway_results_total")
     ms = np.array(latencies) * 1000
     received = total(gateway_samples, "emostream_frames_received_total")
+    loops = {name: late_ticks(samples) for name, samples in (("gateway", gateway_samples), ("clients", harness))}
     print(
         f"\n{STREAMS} streams, 1 worker, {window:.0f} s: {sum(counts) / window:.1f} results/s "
         f"(per stream min {min(counts) / window:.2f}, max {max(counts) / window:.2f}); "
         f"latency p50 {np.percentile(ms, 50):.0f} ms, p90 {np.percentile(ms, 90):.0f} ms, "
         f"p99 {np.percentile(ms, 99):.0f} ms\nframes: received {received:.0f}, "
         f"sampled {sampled:.0f}, answered {published:.0f}; dropped at the gateway {gateway_drops}, "
-        f"by workers {worker_drops}"
+        f"by workers {worker_drops}\nevent loop ticks (over 0.1 s late, over 0.5 s late): {loops}"
     )
     assert len(workers) == 1
     assert all(count > 0 for count in counts), f"a stream starved: {counts}"
