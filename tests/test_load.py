@@ -69,11 +69,11 @@ def test_sixteen_streams_all_get_results_and_every_frame_is_accounted_for(tmp_pa
         }
         with EmbeddedStack(settings, workers=1), GatewayProcess(server.url, **env) as gateway:
             queue = redis.Redis.from_url(server.url)
-            harness = Metrics(process_collectors=False)  # the 16 clients' own event loop, for the printout
+            clients_loop = Metrics(process_collectors=False)  # the 16 clients' own event loop, for the printout
 
             async def scenario():
                 clients, latencies = [], []
-                harness_lag = asyncio.create_task(loop_lag.watch(harness.event_loop_lag))
+                watching = asyncio.create_task(loop_lag.watch(clients_loop.event_loop_lag))
                 for index in range(STREAMS):
                     clip = frames[index % len(frames) :] + frames[: index % len(frames)]
                     client = await connect(gateway.url, ClipTrack(clip, fps=10), keep_frames=1)
@@ -87,13 +87,13 @@ def test_sixteen_streams_all_get_results_and_every_frame_is_accounted_for(tmp_pa
                     window = time.monotonic() - started
                     counts = [len(c.results) - m for c, m in zip(clients, marks, strict=True)]
                 finally:
-                    harness_lag.cancel()
+                    watching.cancel()
                     for client in clients:
                         await client.close()
                 return counts, window, latencies
 
             counts, window, latencies = run(scenario(), timeout=600)
-            harness = parse(harness.render().decode())
+            clients_samples = parse(clients_loop.render().decode())
 
             def drained() -> bool:
                 (group,) = queue.xinfo_groups(settings.keys.frames)
@@ -119,7 +119,7 @@ def test_sixteen_streams_all_get_results_and_every_frame_is_accounted_for(tmp_pa
     read_back = total(gateway_samples, "emostream_gateway_results_total")
     ms = np.array(latencies) * 1000
     received = total(gateway_samples, "emostream_frames_received_total")
-    loops = {name: late_ticks(samples) for name, samples in (("gateway", gateway_samples), ("clients", harness))}
+    loops = {"gateway": late_ticks(gateway_samples), "clients": late_ticks(clients_samples)}
     print(
         f"\n{STREAMS} streams, 1 worker, {window:.0f} s: {sum(counts) / window:.1f} results/s "
         f"(per stream min {min(counts) / window:.2f}, max {max(counts) / window:.2f}); "
