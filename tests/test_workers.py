@@ -166,6 +166,32 @@ def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_c
     assert beat["model_version"] == results[0].model_version
 
 
+def test_the_undelivered_gauge_counts_the_backlog_when_redis_cannot(redis_server, redis_client, tmp_path):
+    settings = Settings(redis_url=redis_server.url, model_store_root=tmp_path / "store")
+    brightness_store(settings.model_store_root)
+    worker = Worker(settings, redis_client, HaarDetector(320), LiveModel(settings.model_store()))
+    keys = worker.keys
+    worker.ensure_group()
+    for seq in range(20):
+        redis_client.xadd(keys.frames, {"seq": str(seq)})
+    redis_client.xreadgroup(keys.group, "slow", {keys.frames: ">"}, count=4)  # pending with a slow worker
+    ((_, done),) = redis_client.xreadgroup(keys.group, "fast", {keys.frames: ">"}, count=4)
+    ids = [entry_id for entry_id, _ in done]
+    redis_client.xack(keys.frames, keys.group, *ids)
+    redis_client.xdel(keys.frames, *ids)  # what a worker does with a finished batch
+    (group,) = redis_client.xinfo_groups(keys.frames)
+    assert group["lag"] is None, "Redis cannot count the lag of a stream with entries deleted after its oldest pending"
+
+    worker.measure_queue()
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return worker.metrics.registry.get_sample_value(name, labels)
+
+    assert gauge("emostream_queue_length") == 16
+    assert gauge("emostream_consumer_lag", kind="pending") == 4
+    assert gauge("emostream_consumer_lag", kind="undelivered") == 12, "the 12 frames no worker has read"
+
+
 def test_live_model_follows_promotions_and_refuses_corrupt_versions(tmp_path):
     store = brightness_store(tmp_path)
     live = LiveModel(store)

@@ -268,12 +268,21 @@ class Worker:
         self.measure_queue()
 
     def measure_queue(self) -> None:
-        """Queue length and consumer-group lag / pending, for the gauges."""
-        self.metrics.queue_length.set(self.redis.xlen(self.keys.frames))
+        """Queue length and consumer-group lag / pending, for the gauges.
+
+        Redis reports no lag (nil) once entries after the oldest pending one are deleted, which
+        workers finishing batches out of order do all the time; every entry left in the stream is
+        then pending or undelivered (finished ones are deleted), so the rest of its length is the lag.
+        """
+        length = self.redis.xlen(self.keys.frames)
+        self.metrics.queue_length.set(length)
         for group in self.redis.xinfo_groups(self.keys.frames):
             if group["name"].decode() == self.keys.group:
+                lag = group.get("lag")
                 self.metrics.consumer_lag.labels(kind="pending").set(group["pending"])
-                self.metrics.consumer_lag.labels(kind="undelivered").set(group.get("lag") or 0)
+                self.metrics.consumer_lag.labels(kind="undelivered").set(
+                    max(0, length - group["pending"]) if lag is None else lag
+                )
 
     def refresh_model(self, force: bool) -> None:
         """Follow the live pointer; count versions this worker refused to serve."""
