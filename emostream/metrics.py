@@ -28,6 +28,7 @@ DROP_REASONS = (
     "redis_unavailable",  # gateway/ingest: Redis down, frame not queued
     "reclaimed_stale",  # worker: a dead worker's pending frame, too old once reclaimed
     "backpressure",  # gateway: the stream already has max_inflight_per_stream frames queued and unanswered
+    "failed",  # worker: labelling the batch raised (logged); its frames are acknowledged unanswered
 )
 
 RESULT_OUTCOMES = (

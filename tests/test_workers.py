@@ -166,6 +166,35 @@ def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_c
     assert beat["model_version"] == results[0].model_version
 
 
+class FailingOn(HaarDetector):
+    """Haar, except that a frame of stream ``bad`` makes it raise, as a detector bug would."""
+
+    def detect(self, gray, key=None):
+        if key and key[0] == "bad":
+            raise ValueError("a frame this detector did not expect")
+        return super().detect(gray, key)
+
+
+def test_a_batch_that_fails_is_dropped_counted_and_the_worker_goes_on(worker, redis_client, caplog):
+    keys = worker.keys
+    worker.detector = FailingOn(320)
+    face = np.full((96, 96), brightness(5), np.uint8)
+    _push(redis_client, keys, Frame("bad", 0, time.time(), face, keys.results("bad")))
+
+    def failed() -> float:
+        return worker.metrics.registry.get_sample_value("emostream_frames_dropped_total", {"reason": "failed"})
+
+    deadline = time.monotonic() + 30
+    while failed() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert failed() == 1
+    _push(redis_client, keys, Frame("good", 0, time.time(), face, keys.results("good")))
+    assert [r.seq for r in read_results(redis_client, keys.results("good"), 1)] == [0], "the worker goes on"
+    assert redis_client.xlen(keys.results("bad")) == 0, "the failed frame is not answered"
+    assert redis_client.xlen(keys.frames) == 0 and redis_client.xpending(keys.frames, keys.group)["pending"] == 0
+    assert "labelling 1 frame(s) failed" in caplog.text and "a frame this detector did not expect" in caplog.text
+
+
 def test_the_undelivered_gauge_counts_the_backlog_when_redis_cannot(redis_server, redis_client, tmp_path):
     settings = Settings(redis_url=redis_server.url, model_store_root=tmp_path / "store")
     brightness_store(settings.model_store_root)

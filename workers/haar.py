@@ -68,13 +68,10 @@ class HaarDetector:
     def _scan(self, gray: np.ndarray, x0: int, y0: int, ratio: float, smallest: int, largest: int) -> list[Box]:
         """Faces of ``gray`` (a region at ``x0, y0`` of a frame) scanned at ``ratio``, in frame pixels."""
         height, width = gray.shape
-        small = (
-            gray
-            if ratio == 1.0
-            else cv2.resize(gray, (round(width * ratio), round(height * ratio)), interpolation=cv2.INTER_AREA)
-        )
-        if min(small.shape) < smallest:
+        size = (round(width * ratio), round(height * ratio))
+        if min(size) < smallest:  # a window (partly) off the frame may leave nothing to scan
             return []
+        small = gray if ratio == 1.0 else cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(
             small,
             scaleFactor=self.scale_factor,

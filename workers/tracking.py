@@ -7,6 +7,8 @@ fraction of the cost) and falls back to a full pass when:
 
 - it has not seen the stream, or the frame is not shortly after the last one it saw
   (``max_gap``: another worker took the frames in between, or the stream restarted);
+- the frame's size changed (a browser lowers a camera's resolution under load): the known boxes
+  no longer fit it;
 - ``refresh`` frames have passed since the last full pass (a safety net for slow changes);
 - a known face was not re-found (it moved far, turned away or left), or two windows found the
   same face (one of two faces close together left);
@@ -41,6 +43,7 @@ class _Track:
     full_seq: int
     boxes: list[Box]
     thumb: np.ndarray
+    shape: tuple[int, ...]
 
 
 class FaceTracker:
@@ -77,7 +80,7 @@ class FaceTracker:
         else:
             boxes, full_seq, kind = self.detector.detect(gray), seq, "full"
         self.on_pass(kind)
-        self.tracks[stream] = _Track(seq, full_seq, boxes, thumb)
+        self.tracks[stream] = _Track(seq, full_seq, boxes, thumb, gray.shape)
         while len(self.tracks) > self.streams:
             self.tracks.popitem(last=False)
         return boxes
@@ -86,7 +89,7 @@ class FaceTracker:
         """The track's faces re-found near where they were, or None when a full pass is needed."""
         if not 0 < seq - track.seq <= self.max_gap or seq - track.full_seq >= self.refresh:
             return None
-        if thumb.shape != track.thumb.shape or self._changed_elsewhere(track, thumb, gray.shape[1]):
+        if gray.shape != track.shape or self._changed_elsewhere(track, thumb, gray.shape[1]):
             return None
         near = self.detector.detect_near(gray, track.boxes, WINDOW_GROW)
         found = [box for box in near if box is not None]

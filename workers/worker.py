@@ -175,50 +175,29 @@ class Worker:
         return batch
 
     def process(self, batch: Batch) -> list[Result]:
-        """Label the batch's fresh frames, publish their results and acknowledge every entry."""
+        """Label the batch's fresh frames, publish their results and acknowledge every entry.
+
+        A batch whose labelling raises (a bug, a frame no detector expected) is logged, counted as
+        ``failed`` and acknowledged unanswered: the worker goes on with the next one.
+        """
         results: list[Result] = []
+        answered_ids: list[bytes] = []
         if batch.frames:
-            classifier = self.model.classifier
-            analysis = analyse(
-                [f.image for f in batch.frames],
-                [f.scale for f in batch.frames],
-                self.detector,
-                classifier,
-                [(f.stream, f.seq) for f in batch.frames],
-            )
-            timings = {
-                "detect_s": round(analysis.detect_s, 4),
-                "classify_s": round(analysis.classify_s, 4),
-                "batch_faces": analysis.batch_size,
-                "batch_frames": len(batch.frames),
-            }
-            for frame, faces in zip(batch.frames, analysis.faces, strict=True):
-                results.append(
-                    Result(
-                        frame.stream,
-                        frame.seq,
-                        frame.ts,
-                        classifier.version,
-                        faces,
-                        self.name,
-                        {**timings, "queue_s": round(batch.read_at - frame.ts, 4)},
-                        [round(side * frame.scale) for side in frame.image.shape[1::-1]],
-                    )
-                )
-            self.metrics.detection.observe(analysis.detect_s)
-            if analysis.batch_size:
-                self.metrics.inference.observe(analysis.classify_s)
-                self.metrics.batch_size.observe(analysis.batch_size)
-            self.metrics.faces_classified.inc(analysis.batch_size)
-            if self.settings.shadow_sample and analysis.batch_size:
-                self.sample_faces(analysis.crops)
-        answered = set(batch.frame_ids)
+            try:
+                results, answered_ids = self.label(batch), batch.frame_ids
+            except redis.RedisError:
+                raise  # the connection's problem, not the batch's: retried by run()
+            except Exception:
+                log.exception("worker %s: labelling %d frame(s) failed; dropping them", self.name, len(batch.frames))
+                self.metrics.frames_dropped.labels(reason="failed").inc(len(batch.frames))
+        answered = set(answered_ids)
         dropped = [i for i in batch.ids if i not in answered]
         args: list = [self.keys.group, REPLY_MAXLEN, len(results)]
-        for entry_id, result in zip(batch.frame_ids, results, strict=True):
+        for entry_id, result in zip(answered_ids, results, strict=True):
             args += [entry_id, result.encode()["json"]]
         published = self._publish(
-            keys=[self.keys.frames, *(f.reply for f in batch.frames)], args=[*args, *dropped, REPLY_TTL_S, WIRE_VERSION]
+            keys=[self.keys.frames, *(f.reply for f in batch.frames[: len(results)])],
+            args=[*args, *dropped, REPLY_TTL_S, WIRE_VERSION],
         )
         self.metrics.frames_processed.inc(len(results))
         self.metrics.results_published.inc(published)
@@ -226,6 +205,45 @@ class Worker:
             log.warning(
                 "%d frame(s) were answered by another worker first; not published twice", len(results) - published
             )
+        return results
+
+    def label(self, batch: Batch) -> list[Result]:
+        """One detection pass and one classifier call for the batch's frames: their results, in order."""
+        results: list[Result] = []
+        classifier = self.model.classifier
+        analysis = analyse(
+            [f.image for f in batch.frames],
+            [f.scale for f in batch.frames],
+            self.detector,
+            classifier,
+            [(f.stream, f.seq) for f in batch.frames],
+        )
+        timings = {
+            "detect_s": round(analysis.detect_s, 4),
+            "classify_s": round(analysis.classify_s, 4),
+            "batch_faces": analysis.batch_size,
+            "batch_frames": len(batch.frames),
+        }
+        for frame, faces in zip(batch.frames, analysis.faces, strict=True):
+            results.append(
+                Result(
+                    frame.stream,
+                    frame.seq,
+                    frame.ts,
+                    classifier.version,
+                    faces,
+                    self.name,
+                    {**timings, "queue_s": round(batch.read_at - frame.ts, 4)},
+                    [round(side * frame.scale) for side in frame.image.shape[1::-1]],
+                )
+            )
+        self.metrics.detection.observe(analysis.detect_s)
+        if analysis.batch_size:
+            self.metrics.inference.observe(analysis.classify_s)
+            self.metrics.batch_size.observe(analysis.batch_size)
+        self.metrics.faces_classified.inc(analysis.batch_size)
+        if self.settings.shadow_sample and analysis.batch_size:
+            self.sample_faces(analysis.crops)
         return results
 
     def sample_faces(self, crops: np.ndarray, per_batch: int = 2) -> None:
