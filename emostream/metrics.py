@@ -35,7 +35,7 @@ RESULT_OUTCOMES = (
     "delivered",  # gateway: sent to the browser on the stream's data channel
     "unknown_stream",  # gateway: the stream is closed (or another gateway's)
     "malformed",  # gateway: a reply-stream entry that does not decode
-    "undeliverable",  # gateway: the browser's data channel is not open or is backed up
+    "undeliverable",  # gateway: the browser's data channel is not open or is backed up, or delivering raised (logged)
     "rate_limited",  # gateway: more results for one stream than its sampling rate allows
 )
 

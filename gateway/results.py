@@ -73,5 +73,11 @@ class ResultReader:
             log.warning("dropping malformed result %s: %s", entry_id.decode(), err)
             return
         self.metrics.frame_to_label.observe(max(0.0, self.clock() - result.ts))
-        if not self.deliver(result):
+        try:
+            delivered = self.deliver(result)
+        except Exception:  # one result's bug must not end the reading of every stream's
+            self.metrics.gateway_results.labels(outcome="undeliverable").inc()
+            log.exception("delivering result %s of stream %s failed", entry_id.decode(), result.stream)
+            return
+        if not delivered:
             self.metrics.gateway_results.labels(outcome="unknown_stream").inc()

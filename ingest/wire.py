@@ -136,6 +136,19 @@ class Face:
         return self.label, self.score
 
     @classmethod
+    def from_json(cls, raw: object) -> "Face":
+        """A face as a worker wrote it; :class:`WireError` names the first field of the wrong shape."""
+        raw = _object(raw, "a face")
+        box, scores = raw.get("box"), _object(raw.get("scores"), "a face's scores")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise WireError(f"a face's box must be 4 numbers [x, y, w, h], got {box!r}")
+        if not all(_is_number(v) for v in scores.values()):
+            raise WireError(f"a face's scores must be numbers, got {scores!r}")
+        if not isinstance(raw.get("label"), str) or not _is_number(raw.get("score")):
+            raise WireError(f"a face needs a label (text) and a score (number), got {raw.get('label')!r}")
+        return cls([int(v) for v in box], raw["label"], float(raw["score"]), scores)
+
+    @classmethod
     def from_scores(cls, box: list[int], probabilities: np.ndarray) -> "Face":
         best = int(np.argmax(probabilities))
         scores = {name: round(float(p), 4) for name, p in zip(EMOTIONS, probabilities, strict=True)}
@@ -163,21 +176,24 @@ class Result:
         return {"v": str(WIRE_VERSION), "json": json.dumps(self.to_json(), separators=(",", ":"))}
 
     @classmethod
-    def from_json(cls, raw: dict) -> "Result":
-        try:
-            faces = [Face(**face) for face in raw.get("faces", [])]
-            return cls(
-                raw["stream"],
-                int(raw["seq"]),
-                float(raw["ts"]),
-                raw["model_version"],
-                faces,
-                raw.get("worker", ""),
-                raw.get("timings", {}),
-                raw.get("size"),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise WireError(f"malformed result: {err}") from err
+    def from_json(cls, raw: object) -> "Result":
+        """A result as a worker wrote it; anything of another shape is a :class:`WireError`."""
+        raw = _object(raw, "a result")
+        faces, size = raw.get("faces", []), raw.get("size")
+        if not isinstance(faces, list):
+            raise WireError(f"a result's faces must be a list, got {type(faces).__name__}")
+        if size is not None and not (isinstance(size, list) and len(size) == 2 and all(map(_is_number, size))):
+            raise WireError(f"a result's size must be [width, height], got {size!r}")
+        stream, model_version, worker = (raw.get(name, "") for name in ("stream", "model_version", "worker"))
+        if not (stream and model_version and all(isinstance(t, str) for t in (stream, model_version, worker))):
+            raise WireError(f"a result needs a stream and a model_version (text), got {stream!r}, {model_version!r}")
+        seq, ts = raw.get("seq"), raw.get("ts")
+        if not (isinstance(seq, int) and not isinstance(seq, bool) and _is_number(ts)):
+            raise WireError(f"a result needs a seq (integer) and a ts (number), got {seq!r}, {ts!r}")
+        timings = _object(raw.get("timings", {}), "a result's timings")
+        return cls(
+            stream, seq, float(raw["ts"]), model_version, [Face.from_json(f) for f in faces], worker, timings, size
+        )
 
     @classmethod
     def decode(cls, fields: dict[bytes, bytes]) -> "Result":
@@ -209,6 +225,16 @@ def _getter(fields: dict[bytes, bytes]):
         return value.decode() if isinstance(value, bytes) else str(value)
 
     return get
+
+
+def _object(value: object, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise WireError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int(text: str, name: str) -> int:

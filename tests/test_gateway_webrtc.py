@@ -1,6 +1,7 @@
 """aiortc clients against a real gateway and Redis; the real worker (stubbed models) or the test answers frames."""
 
 import asyncio
+import json
 import sys
 import time
 
@@ -25,7 +26,7 @@ from stand_ins import StubbedWorker
 
 from emostream.config import Settings
 from ingest.tracks import StreamTracks
-from ingest.wire import Result
+from ingest.wire import WIRE_VERSION, Result
 
 
 def settings_for(redis_server, **changes) -> Settings:
@@ -107,7 +108,12 @@ def test_streams_never_cross_and_unknown_results_are_counted(redis_server):
             reply = settings.keys.results(served.hub.id)
             await redis.xadd(reply, Result("gw-gone-1", 0, time.time(), "m").encode())
             await redis.xadd(reply, {"v": "1", "json": "{broken"})
-            await until(lambda: 'outcome="malformed"} 1.0' in served.hub.metrics.render().decode(), 30, "drops")
+            await redis.xadd(reply, {"v": str(WIRE_VERSION), "json": "[]"})  # JSON, but not a result
+            face_of_3 = {"box": [1, 2, 3], "label": "happy", "score": 1.0, "scores": {}}
+            bad_box = {"stream": clients[0].stream, "seq": 99, "ts": time.time(), "model_version": "m"}
+            await redis.xadd(reply, {"v": str(WIRE_VERSION), "json": json.dumps(bad_box | {"faces": [face_of_3]})})
+            await redis.xadd(reply, Result("gw-gone-2", 0, time.time(), "m").encode())  # read after the bad ones
+            await until(lambda: 'outcome="unknown_stream"} 2.0' in served.hub.metrics.render().decode(), 30, "drops")
             metrics = served.hub.metrics.render().decode()
             for client in clients:
                 await client.close()
@@ -121,8 +127,8 @@ def test_streams_never_cross_and_unknown_results_are_counted(redis_server):
     for client in clients:
         assert {r["stream"] for r in client.results} == {client.stream}
         assert {r["faces"][0]["label"] for r in client.results} == {labels[client.stream]}
-    assert 'emostream_gateway_results_total{outcome="unknown_stream"} 1.0' in metrics
-    assert 'emostream_gateway_results_total{outcome="malformed"} 1.0' in metrics
+    assert 'emostream_gateway_results_total{outcome="unknown_stream"} 2.0' in metrics
+    assert 'emostream_gateway_results_total{outcome="malformed"} 3.0' in metrics, "named and dropped; reading goes on"
     assert length == 0, "read results are deleted from the reply stream"
     assert exists == 0, "the reply stream is deleted when the gateway stops"
 

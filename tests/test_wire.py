@@ -1,5 +1,7 @@
 """The wire format: frames and results round-trip, and every malformed entry is named."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -57,5 +59,35 @@ def test_results_round_trip_and_name_bad_entries():
     assert Result.decode(_as_redis(result.encode())) == result
     with pytest.raises(WireError, match="result is not JSON"):
         Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": b"{"})
-    with pytest.raises(WireError, match="malformed result"):
+    with pytest.raises(WireError, match="needs a stream and a model_version"):
         Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": b'{"stream": "x"}'})
+
+
+GOOD_RESULT = {"stream": "cam", "seq": 3, "ts": 9.5, "model_version": "v1", "faces": [], "size": [640, 480]}
+GOOD_FACE = {"box": [1, 2, 3, 4], "label": "happy", "score": 0.7, "scores": {"happy": 0.7}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "a result must be a JSON object, got list"),
+        (None, "a result must be a JSON object, got NoneType"),
+        ({**GOOD_RESULT, "seq": "3"}, "seq"),
+        ({**GOOD_RESULT, "ts": None}, "ts"),
+        ({**GOOD_RESULT, "model_version": 7}, "model_version"),
+        ({**GOOD_RESULT, "faces": {}}, "faces must be a list"),
+        ({**GOOD_RESULT, "size": [640]}, r"size must be \[width, height\]"),
+        ({**GOOD_RESULT, "timings": [1]}, "timings must be a JSON object"),
+        ({**GOOD_RESULT, "faces": ["face"]}, "a face must be a JSON object"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "box": [1, 2, 3]}]}, "box must be 4 numbers"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "box": [1, 2, 3, True]}]}, "box must be 4 numbers"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "scores": [0.7]}]}, "scores must be a JSON object"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "scores": {"happy": "high"}}]}, "scores must be numbers"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "label": None}]}, "needs a label"),
+    ],
+)
+def test_a_result_of_the_wrong_shape_is_a_wire_error_naming_it(raw, message):
+    """Whatever a writer of the reply stream puts there, readers get a WireError, never another exception."""
+    assert Result.from_json({**GOOD_RESULT, "faces": [GOOD_FACE]}).faces[0].box == [1, 2, 3, 4]
+    with pytest.raises(WireError, match=message):
+        Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": json.dumps(raw).encode()})
