@@ -307,8 +307,9 @@ class ModelStore:
         _atomic_write(self.live_file, version + "\n")
 
     def promote(self, version: str, *, force: bool = False, reason: str = "") -> Manifest:
-        """Make ``version`` live; refused if its validation accuracy is below the live one's."""
-        manifest = self.verify(version)
+        """Make ``version`` live; refused if its validation accuracy is below the live one's, or
+        if workers could not serve it (no LiteRT file: the error names the command that adds it)."""
+        manifest, _ = self.serving_file(version)
         with self._locked():
             self._promote_locked(manifest, force=force, reason=reason)
         return manifest

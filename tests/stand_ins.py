@@ -86,7 +86,7 @@ class FixedModel:
 
     def __init__(self, classifier: ScriptedFaces) -> None:
         self.classifier = classifier
-        self.refused: dict[str, str] = {}
+        self.refusals = 0
 
     def refresh(self, force: bool = False) -> bool:
         return False

@@ -75,17 +75,33 @@ def test_a_corrupt_serving_file_is_refused_and_the_old_model_keeps_serving(tmp_p
     assert live.classifier.version == first and "does not load" in live.refused[garbage]
 
 
-def test_a_version_without_a_serving_file_names_the_command_that_adds_it(tmp_path):
-    store = brightness_store(tmp_path)
-    version = store.require_live()
+def without_serving_file(store: ModelStore, version: str) -> str:
+    """``version`` as a store from before workers ran LiteRT holds it: no ``model.tflite``."""
     manifest = store.manifest(version)
     (store.path(version) / SERVING_FILE).unlink()
     manifest.files.pop(SERVING_FILE)
     manifest.write(store.path(version))
+    return version
+
+
+def test_a_version_without_a_serving_file_names_the_command_that_adds_it_and_is_served_once_added(tmp_path):
+    store = brightness_store(tmp_path)
+    live = LiveModel(store, runtime="litert")
+    first = live.classifier.version
+    version = publish_brightness(store, 0.9)
+    store.promote(version)
+    without_serving_file(store, version)  # live already, from before promotion asked for the file
     with pytest.raises(CorruptVersion, match=f"emostream models convert {version}"):
         load_classifier(store, runtime="litert")
+    assert not live.refresh(force=True) and live.classifier.version == first and version in live.refused
+    unserved = without_serving_file(store, publish_brightness(store, 0.95))
+    with pytest.raises(CorruptVersion, match=f"emostream models convert {unserved}"):
+        store.promote(unserved)
+    assert store.live_version() == version, "a version workers cannot serve is not made live"
     model = keras.models.load_model(store.path(version) / MODEL_FILE, compile=False)
-    store.add_serving(version, to_tflite(model), 0.5, {"served_validation_accuracy": 1.0})
+    store.add_serving(version, to_tflite(model), 0.5, {"served_validation_accuracy": 1.0})  # models convert
+    assert live.refresh(force=True) and live.classifier.version == version, "served once its file is added"
+    assert version not in live.refused
     classifier = load_classifier(store, runtime="litert")
     assert classifier.temperature == 0.5 and store.manifest(version).metrics["served_validation_accuracy"] == 1.0
     faces = np.full((2, 48, 48), 128, np.uint8)

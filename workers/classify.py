@@ -18,7 +18,7 @@ import numpy as np
 from emostream.labels import FACE_SIZE, NUM_CLASSES
 from model_store import Manifest, ModelStore, ModelStoreError
 from model_store.calibration import calibrate
-from model_store.manifest import MODEL_FILE
+from model_store.manifest import MANIFEST, MODEL_FILE
 from workers.litert import LiteModel
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,10 @@ class LiveModel:
         self.threads = threads
         self.check_interval = check_interval
         self.refused: dict[str, str] = {}
+        """Versions this worker refused, with the reason; one is tried again once its manifest changes."""
+        self._refused_as: dict[str, tuple[int, int] | None] = {}
+        self.refusals = 0
+        """Refusals so far (a version refused again after its manifest changed counts again)."""
         self.classifier = self._load(store.live_version())
         self._checked = time.monotonic()
 
@@ -104,13 +108,25 @@ class LiveModel:
             return False
         self._checked = now
         live = self.store.live_version()
-        if live is None or live == self.classifier.version or live in self.refused:
+        if live is None or live == self.classifier.version:
+            return False
+        if live in self.refused and self._refused_as[live] == self._manifest_stamp(live):
             return False
         try:
             self.classifier = self._load(live)
         except (ModelStoreError, OSError, ValueError) as err:
-            self.refused[live] = str(err)
+            self.refused[live], self._refused_as[live] = str(err), self._manifest_stamp(live)
+            self.refusals += 1
             log.error("refused model %s, still serving %s: %s", live, self.classifier.version, err)
             return False
+        self.refused.pop(live, None)
         log.info("switched to model %s", live)
         return True
+
+    def _manifest_stamp(self, version: str) -> tuple[int, int] | None:
+        """Which file ``version``'s manifest is (``models convert`` replaces it), or None if unreadable."""
+        try:
+            stat = (self.store.path(version) / MANIFEST).stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns

@@ -304,10 +304,10 @@ class Worker:
 
     def refresh_model(self, force: bool) -> None:
         """Follow the live pointer; count versions this worker refused to serve."""
-        refused = len(self.model.refused)
+        refusals = self.model.refusals
         if self.model.refresh(force=force):
             self.metrics.serve_model(self.model.classifier.version, self.model.classifier.architecture)
-        self.metrics.model_refused.inc(len(self.model.refused) - refused)
+        self.metrics.model_refused.inc(self.model.refusals - refusals)
 
     def run(self) -> None:
         """Serve until :meth:`stop`; the batch in hand is finished and acknowledged first.
