@@ -3,7 +3,7 @@
 Layout under the root::
 
     versions/<version>/   model.keras, manifest.json, plots, report (immutable once visible)
-    staging/              half-written versions; never read, swept on open
+    staging/              half-written versions; never read; a publish removes those over an hour old
     LIVE                  the live version id (replaced atomically)
     history.json          the stack of live versions (for rollback) and an event log
     .lock                 serialises pointer updates across processes
@@ -12,11 +12,13 @@ A version becomes visible by one ``rename`` of a fully written, fsynced director
 crash mid-publish leaves at most a directory under ``staging/``.
 """
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     import keras
 
 HISTORY = "history.json"
+STAGING_STALE_S = 3600.0
+"""A staging directory untouched this long is a killed publish's (a publish takes seconds)."""
 BUNDLED = Path(__file__).parent / "bundled"
 """The default model shipped with the code, copied into an empty default store."""
 
@@ -229,6 +233,7 @@ class ModelStore:
         if (self.versions_dir / manifest.version).exists():
             raise ModelStoreError(f"version {manifest.version} already exists")
         self._ensure_dirs()
+        self._sweep_staging()
         staging = Path(tempfile.mkdtemp(prefix=f"{manifest.version}.", dir=self.staging_dir))
         staging.chmod(0o755)  # mkdtemp makes it private; versions are read by every serving process
         try:
@@ -279,14 +284,13 @@ class ModelStore:
         self.verify(version)
         return version
 
-    def sweep_staging(self) -> list[str]:
-        """Remove leftovers of crashed publishes; returns what was removed."""
-        if not self.staging_dir.is_dir():
-            return []
-        removed = sorted(p.name for p in self.staging_dir.iterdir())
-        for name in removed:
-            shutil.rmtree(self.staging_dir / name, ignore_errors=True)
-        return removed
+    def _sweep_staging(self) -> None:
+        """Remove killed publishes' leftovers: staging directories untouched for ``STAGING_STALE_S``."""
+        cutoff = time.time() - STAGING_STALE_S
+        for path in self.staging_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # another process swept it first
+                if path.stat().st_mtime <= cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
 
     def _history(self) -> dict:
         if self.history_file.exists():

@@ -129,7 +129,13 @@ def test_crash_mid_publish_leaves_no_visible_version(tmp_path):
     assert store.versions() == []
     with pytest.raises(UnknownVersion):
         store.path("half-written")
-    assert len(store.sweep_staging()) == 1
+    (leftover,) = store.staging_dir.iterdir()
+    publish_brightness(store)
+    assert leftover.exists(), "a publish leaves a fresh staging directory alone: it may be another's, in progress"
+    hour_ago = time.time() - 3601
+    os.utime(leftover, (hour_ago, hour_ago))
+    publish_brightness(store)
+    assert not leftover.exists(), "a publish removes a staging directory untouched for an hour"
     assert list(store.staging_dir.iterdir()) == []
 
 
