@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +74,10 @@ def test_a_corrupt_serving_file_is_refused_and_the_old_model_keeps_serving(tmp_p
     store.promote(garbage)
     assert not live.refresh(force=True)
     assert live.classifier.version == first and "does not load" in live.refused[garbage]
+    assert not live.refresh(force=True) and live.refusals == 2, "a refused version is not tried again unchanged"
+    shutil.rmtree(store.path(garbage))  # the live pointer now names a version that is gone
+    assert not live.refresh(force=True) and not live.refresh(force=True)
+    assert live.classifier.version == first and live.refusals == 3
 
 
 def without_serving_file(store: ModelStore, version: str) -> str:

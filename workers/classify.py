@@ -127,6 +127,6 @@ class LiveModel:
         """Which file ``version``'s manifest is (``models convert`` replaces it), or None if unreadable."""
         try:
             stat = (self.store.path(version) / MANIFEST).stat()
-        except OSError:
+        except (ModelStoreError, OSError):  # a pointer to a version that is gone, or unreadable
             return None
         return stat.st_ino, stat.st_mtime_ns
