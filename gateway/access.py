@@ -30,7 +30,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/targets"})
 (no stream or user ids, no frames) and Prometheus and the kubelet scrape them without one."""
 CORS_METHODS = "GET, POST, DELETE"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-CORS_HEADERS = "Authorization, Content-Type"
+CORS_HEADERS = "Authorization, Content-Type, X-Stream-Key"
+"""Request headers a listed origin may send: the tokens, JSON bodies and a stream's key."""
 
 
 def is_loopback(host: str) -> bool:
@@ -182,7 +183,7 @@ def cors_middleware(settings: Settings):
             preflight = {"Access-Control-Allow-Methods": CORS_METHODS, "Access-Control-Allow-Headers": CORS_HEADERS}
             return web.Response(status=204, headers={**allowed, **preflight, "Access-Control-Max-Age": "600"})
         response = await handler(request)
-        response.headers.update(allowed)
+        response.headers.update(allowed | {"Access-Control-Expose-Headers": "Retry-After"})  # 429 and 503 say when
         return response
 
     return cors
