@@ -2,9 +2,13 @@
 
 import contextlib
 import json
+import os
+import shutil
+import tempfile
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from ingest.wire import Frame, Result
 from model_store.announcement import announce
 from training.client import offers
 from training.data import load_folder
+from training.jobs import find_datasets
 from workers.classify import LiveModel
 from workers.haar import HaarDetector
 from workers.worker import Worker
@@ -142,6 +147,47 @@ def test_failed_job_lands_in_the_failed_registry_and_publishes_nothing(trainer_e
     assert view["status"] == "failed"
     assert "x.png: unreadable image" in view["error"]
     assert len(store.versions()) == 1
+
+
+def listing(roots: list[Path]) -> dict:
+    try:
+        return {"found": find_datasets(roots)}
+    except OSError as err:
+        return {"error": repr(err)}
+
+
+def as_service_user(roots: list[Path]) -> dict:
+    """:func:`listing` by a user without root's rights (a forked child that drops them, under root)."""
+    if os.geteuid() != 0:
+        return listing(roots)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the listing, then out
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, json.dumps(listing(roots)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        found = answer.read()
+    os.waitpid(pid, 0)
+    return json.loads(found)
+
+
+def test_datasets_are_offered_past_a_folder_the_trainer_may_not_enter():
+    root = Path(tempfile.mkdtemp())
+    try:
+        root.chmod(0o755)
+        (root / "fer" / "train").mkdir(parents=True)
+        (root / "faces.csv").write_text("emotion,pixels,Usage\n")
+        (root / "lost+found" / "old" / "train").mkdir(parents=True)  # a mounted disk's, root's alone
+        (root / "lost+found").chmod(0o700 if os.geteuid() == 0 else 0o000)
+        assert as_service_user([root]) == {"found": [str(root / "faces.csv"), str(root / "fer")]}
+    finally:
+        (root / "lost+found").chmod(0o700)
+        shutil.rmtree(root)
 
 
 def test_data_outside_the_allowed_roots_or_missing_is_refused_before_queueing(trainer_env, tmp_path):

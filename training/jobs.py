@@ -38,17 +38,34 @@ class JobCancelled(RuntimeError):
 
 
 def find_datasets(roots: list[Path], depth: int = 2) -> list[str]:
-    """Datasets under ``roots`` (folders with ``train/``, or ``.csv`` files), at most ``depth`` levels down."""
+    """Datasets under ``roots`` (folders with ``train/``, or ``.csv`` files), at most ``depth`` levels down.
+
+    A folder this process may not enter (``lost+found`` on a mounted disk) is passed over.
+    """
     found: list[Path] = []
-    level = [root for root in roots if root.exists()]
+    level = list(roots)
     for left in range(depth, -1, -1):
-        datasets = [p for p in level if (p.is_dir() and (p / "train").is_dir()) or p.suffix == ".csv"]
+        datasets = [p for p in level if _is_dataset(p)]
         found += datasets
         if not left:
             break
         # a dataset's own folders (thousands of images) are never listed
-        level = [child for p in level if p.is_dir() and p not in datasets for child in sorted(p.iterdir())]
+        level = [child for p in level if p not in datasets for child in _children(p)]
     return [str(p) for p in found]
+
+
+def _is_dataset(path: Path) -> bool:
+    try:
+        return path.suffix == ".csv" and path.is_file() or (path / "train").is_dir()
+    except OSError:
+        return False
+
+
+def _children(path: Path) -> list[Path]:
+    try:
+        return sorted(path.iterdir()) if path.is_dir() else []
+    except OSError:
+        return []
 
 
 def offer(settings: Settings) -> dict:
