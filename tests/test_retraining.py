@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import redis
 from factories import brightness, brightness_store, fer_dataset, publish_brightness, run_cli, trainer_process
+from rq.job import Job
 
 from emostream.config import Settings
 from ingest.wire import Frame, Result
@@ -226,6 +227,29 @@ def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fe
     assert view["status"] == "canceled" and "nothing was published" in view["error"]
     assert len(view["progress"]) < 200
     assert len(store.versions()) == 1
+
+
+def test_a_job_cancelled_after_training_publishes_but_does_not_promote(trainer_env, tiny_fer):
+    store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    before = store.live_version()
+    client = redis.Redis.from_url(trainer_env["REDIS_URL"])
+    job_id = run_cli(
+        "retrain", "--data", str(tiny_fer), "--epochs", "1", "--limit", "70", "--shadow", env=trainer_env
+    ).stdout.strip()
+    deadline = time.monotonic() + 300
+    while Job.fetch(job_id, connection=client).get_meta().get("phase") != "shadow":  # the shadow run starts TF
+        assert time.monotonic() < deadline, "the job never reached its shadow run"
+        time.sleep(0.1)
+    run_cli("jobs", "cancel", job_id, env=trainer_env)
+    while (view := json.loads(run_cli("jobs", "show", job_id, env=trainer_env).stdout))["status"] not in (
+        "canceled",
+        "failed",
+        "finished",
+    ):
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(1)
+    assert view["status"] == "canceled" and "was published, not promoted" in view["error"], view
+    assert len(store.versions()) == 2 and store.live_version() == before
 
 
 def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis_server, redis_client, tmp_path):

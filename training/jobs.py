@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class JobCancelled(RuntimeError):
-    """The job was cancelled; nothing was published."""
+    """The job was cancelled: nothing published, or (cancelled after training) nothing promoted."""
 
 
 def find_datasets(roots: list[Path], depth: int = 2) -> list[str]:
@@ -165,8 +165,12 @@ def run_job(raw_spec: dict) -> dict:
         raise RuntimeError(f"training exited with status {child.returncode}: {errors[-1]}")
     version = next(line.split()[1] for line in reversed(output) if line.startswith("published "))
     manifest = store.manifest(version)
+    after_training = f"job {job_id} was cancelled after training: {version} was published, not promoted"
     if spec.shadow:
-        _set_meta(job, phase="shadow", shadow=_shadow(version, env))
+        _check_cancelled(job, client, settings, after_training)
+        _set_meta(job, phase="shadow")
+        _set_meta(job, shadow=_shadow(version, env))
+    _check_cancelled(job, client, settings, after_training)
     promoted = False
     if spec.promotion == "auto":
         try:
@@ -198,16 +202,21 @@ def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, setti
     seen = 0
     while child.poll() is None:
         time.sleep(1.0)
-        if job and client.exists(cancel_key(settings, job.id)):
-            reason = f"job {job.id} was cancelled; nothing was published"
-            _set_meta(job, phase="cancelled", error=reason)  # readable before RQ records the failure
-            raise JobCancelled(reason)
+        if job:
+            _check_cancelled(job, client, settings, f"job {job.id} was cancelled; nothing was published")
         history = read_history(run_dir / "history.csv")
         epochs = len(history.get("loss", []))
         if epochs > seen:
             seen = epochs
             progress = [{"epoch": i + 1, **{k: v[i] for k, v in history.items()}} for i in range(epochs)]
             _set_meta(job, progress=progress)
+
+
+def _check_cancelled(job: Job | None, client: redis.Redis, settings: Settings, reason: str) -> None:
+    """Raise :class:`JobCancelled` with ``reason`` if the job was cancelled."""
+    if job and client.exists(cancel_key(settings, job.id)):
+        _set_meta(job, phase="cancelled", error=reason)  # readable before RQ records the failure
+        raise JobCancelled(reason)
 
 
 def _set_meta(job: Job | None, **values: object) -> None:
