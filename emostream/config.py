@@ -7,10 +7,14 @@ Nothing below this module reads the environment: processes build a :class:`Setti
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+ICE_URL = re.compile(r"stuns?:[\w.-]+(:\d{1,5})?|(?P<turn>turns?):[\w.-]+(:\d{1,5})?(\?transport=(udp|tcp))?")
+"""A STUN or TURN URL (RFC 7064, 7065) as the gateway's WebRTC stack reads it: a name or IPv4 address."""
 
 
 def _data_home(env: Mapping[str, str]) -> Path:
@@ -42,6 +46,10 @@ class Settings:
     """Seconds a result stays drawn on the returned video."""
     ice_servers: str = ""
     """Comma-separated STUN/TURN URLs for the browser and the gateway."""
+    ice_username: str = ""
+    """The TURN servers' username (their long-term credentials), for ``turn:``/``turns:`` URLs."""
+    ice_credential: str = ""
+    """The TURN servers' password."""
     # ingest
     inflight_frames: int = 0
     """Most frames one ingest run has queued or in work at once; 0: four worker batches (4 x batch_frames)."""
@@ -138,6 +146,27 @@ class Settings:
         settings.validate()
         return settings
 
+    def ice_server_list(self) -> list[dict[str, str]]:
+        """``ice_servers`` as WebRTC's ``iceServers`` entries, TURN ones with their credentials."""
+        servers = []
+        for url in filter(None, (u.strip() for u in self.ice_servers.split(","))):
+            match = ICE_URL.fullmatch(url)
+            if not match:
+                raise ValueError(
+                    f"EMOSTREAM_ICE_SERVERS: {url!r} is not a STUN or TURN URL "
+                    "(stun:HOST[:PORT] or turn:HOST[:PORT][?transport=udp|tcp]; stuns:, turns: alike)"
+                )
+            if not match["turn"]:
+                servers.append({"urls": url})
+            elif self.ice_username and self.ice_credential:
+                servers.append({"urls": url, "username": self.ice_username, "credential": self.ice_credential})
+            else:
+                raise ValueError(
+                    f"EMOSTREAM_ICE_SERVERS: {url!r} is a TURN server: set EMOSTREAM_ICE_USERNAME and "
+                    "EMOSTREAM_ICE_CREDENTIAL (browsers refuse TURN without them)"
+                )
+        return servers
+
     def validate(self) -> None:
         if self.encoding not in ("jpeg", "gray"):
             raise ValueError(f"encoding must be jpeg or gray, not {self.encoding!r}")
@@ -154,6 +183,7 @@ class Settings:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"EMOSTREAM_TRUSTED_PROXIES: {proxy!r} is not an address or network") from None
+        self.ice_server_list()  # refuses a malformed URL, or TURN without credentials, at start-up
         if self.detect_tiles < 0 or self.runtime not in ("auto", "litert", "keras"):
             raise ValueError("detect_tiles must be >= 0 and runtime one of auto, litert, keras")
         if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:

@@ -109,10 +109,9 @@ async def static(request: web.Request) -> web.FileResponse:
 
 async def config(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
-    urls = [url.strip() for url in settings.ice_servers.split(",") if url.strip()]
     return web.json_response(
         {
-            "ice_servers": [{"urls": url} for url in urls],
+            "ice_servers": settings.ice_server_list(),
             "sample_fps": settings.sample_fps,
             "result_max_age": settings.result_max_age,
             "feedback": bool(settings.feedback),

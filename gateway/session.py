@@ -52,8 +52,7 @@ class OfferError(ValueError):
 
 def ice_configuration(settings: Settings) -> RTCConfiguration:
     """``settings.ice_servers`` as aiortc configuration; none means host candidates only (no default STUN)."""
-    urls = [url.strip() for url in settings.ice_servers.split(",") if url.strip()]
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in urls])
+    return RTCConfiguration(iceServers=[RTCIceServer(**server) for server in settings.ice_server_list()])
 
 
 class Session:

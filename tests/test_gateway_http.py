@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 from aiortc import RTCPeerConnection
 from gateway_helpers import REPO, run, serving
 
 from emostream.config import Settings
+from gateway.session import ice_configuration
 from ingest.tracks import KEEP_S
 
 AUDIO_OFFER = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
@@ -100,7 +102,12 @@ async def page_modules(http, url: str, entry: str) -> dict[str, tuple]:
 
 def test_page_config_and_health(redis_server):
     async def scenario():
-        settings = settings_for(redis_server, ice_servers="stun:stun.example.org:3478, turn:turn.example.org")
+        settings = settings_for(
+            redis_server,
+            ice_servers="stun:stun.example.org:3478, turn:turn.example.org",
+            ice_username="gw",
+            ice_credential="s3cret",
+        )
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             page = await call(http, "GET", f"{served.url}/?autostart=1")
             scripts = await page_modules(http, served.url, "main.js")
@@ -121,8 +128,8 @@ def test_page_config_and_health(redis_server):
     assert config[2]["track_keep_s"] == KEEP_S, "the page keeps a face's card as long as its track lives"
     assert config[0] == 200 and config[2]["ice_servers"] == [
         {"urls": "stun:stun.example.org:3478"},
-        {"urls": "turn:turn.example.org"},
-    ]
+        {"urls": "turn:turn.example.org", "username": "gw", "credential": "s3cret"},
+    ], "the page gets the TURN server's credentials (browsers refuse TURN without them)"
     assert ready[:2] == (200, "application/json") and ready[2] == {"ready": True}
     assert unready[0] == 503 and "Redis" in unready[2]["error"]
     assert alive[0] == 200, "alive even without Redis"
@@ -133,3 +140,20 @@ def test_gateway_command_needs_redis_url():
     command = [sys.executable, "-m", "emostream.cli", "gateway", "--port", "0"]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "REDIS_URL is not set" in done.stderr
+
+
+def test_ice_servers_are_checked_when_the_settings_are_read():
+    servers = "stun:stun.example.org, turns:turn.example.org:443?transport=tcp"
+    settings = Settings.from_env(
+        {"EMOSTREAM_ICE_SERVERS": servers, "EMOSTREAM_ICE_USERNAME": "gw", "EMOSTREAM_ICE_CREDENTIAL": "pw"}
+    )
+    stun, turn = ice_configuration(settings).iceServers
+    assert (stun.urls, stun.username) == ("stun:stun.example.org", None)
+    assert (turn.urls, turn.username, turn.credential) == ("turns:turn.example.org:443?transport=tcp", "gw", "pw")
+    for value, message in [
+        ("stun.example.org:3478", "'stun.example.org:3478' is not a STUN or TURN URL"),  # no scheme
+        ("stun:stun.example.org?transport=udp", "is not a STUN or TURN URL"),  # STUN has no transport
+        ("turn:turn.example.org", "is a TURN server: set EMOSTREAM_ICE_USERNAME and EMOSTREAM_ICE_CREDENTIAL"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env({"EMOSTREAM_ICE_SERVERS": value})

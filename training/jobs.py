@@ -56,7 +56,7 @@ def find_datasets(roots: list[Path], depth: int = 2) -> list[str]:
 
 def _is_dataset(path: Path) -> bool:
     try:
-        return path.suffix == ".csv" and path.is_file() or (path / "train").is_dir()
+        return (path.suffix == ".csv" and path.is_file()) or (path / "train").is_dir()
     except OSError:
         return False
 
