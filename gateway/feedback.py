@@ -14,6 +14,7 @@ answered 403 and nothing is stored; the samplers do not even keep frames.
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -124,11 +125,18 @@ async def feedback(request: web.Request) -> web.Response:
     if session is not None:
         access.check_stream_key(request, session.key)
     fields = session.sampler.recent.get(correction.seq) if session and session.sampler else None
-    if fields is None:
+    if session is None or session.sampler is None or fields is None:
         raise ApiError(
             404,
             f"frame {correction.seq} of stream {correction.stream!r} is no longer kept "
             f"(only the last {FRAMES_KEPT} of an open stream are); mark a newer result",
         )
+    limit = session.corrections
+    if limit.repeated(correction.seq, correction.box):
+        raise ApiError(409, f"this face of frame {correction.seq} was corrected already; nothing more was stored")
+    wait = limit.acquire()
+    if wait:
+        raise ApiError(429, "too many corrections from this stream", headers={"Retry-After": str(math.ceil(wait))})
     path = await asyncio.to_thread(store, fields, correction, FeedbackStore(settings.feedback_dir, enabled=True))
+    limit.record(correction.seq, correction.box, kept=session.sampler.recent)
     return web.json_response({"stored": str(path), "label": correction.label}, status=201)

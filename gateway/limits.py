@@ -1,8 +1,9 @@
-"""Rate limits of the gateway: token buckets, alone (one stream's data channel) or one per client address (offers)."""
+"""Rate limits of the gateway: token buckets, alone (one stream's data channel), one per client address
+(offers), or with a memory of what was done (one stream's label corrections)."""
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 
 MAX_CLIENTS = 4096
 """Client addresses a :class:`ClientRateLimiter` remembers; beyond it, the least recently seen are forgotten."""
@@ -78,3 +79,27 @@ class ClientRateLimiter:
             del self.buckets[client]
         while len(self.buckets) >= self.max_clients:
             self.buckets.popitem(last=False)
+
+
+class CorrectionLimit:
+    """One stream's label corrections: each face of a frame once, and at most ``per_minute`` (``burst`` at once)."""
+
+    def __init__(self, per_minute: float = 30, burst: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bucket = TokenBucket(per_minute / 60, burst, clock)
+        self.done: set[tuple[int, tuple[int, ...]]] = set()
+
+    @staticmethod
+    def _key(seq: int, box: Sequence[float]) -> tuple[int, tuple[int, ...]]:
+        return seq, tuple(round(v) for v in box)
+
+    def repeated(self, seq: int, box: Sequence[float]) -> bool:
+        """Whether this face of frame ``seq`` was corrected already."""
+        return self._key(seq, box) in self.done
+
+    def acquire(self) -> float:
+        """0 when a correction may be stored now (a token is spent), else the seconds until one may."""
+        return 0.0 if self.bucket.take() else max(self.bucket.wait(), 0.001)
+
+    def record(self, seq: int, box: Sequence[float], kept: Collection[int]) -> None:
+        """Remember a stored correction; frames no longer ``kept`` cannot be corrected, so they are forgotten."""
+        self.done = {key for key in self.done if key[0] in kept} | {self._key(seq, box)}

@@ -26,7 +26,7 @@ from aiortc.contrib.media import MediaRelay
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from gateway.labelled_track import LabelledTrack
-from gateway.limits import TokenBucket
+from gateway.limits import CorrectionLimit, TokenBucket
 from gateway.sampler import TrackSampler
 from ingest.tracks import StreamTracks
 from ingest.wire import Result
@@ -91,6 +91,8 @@ class Session:
         self.results_sent = 0
         self.results_dropped = 0
         self.results_limit = TokenBucket(settings.sample_fps, RESULTS_BURST * settings.max_inflight_per_stream)
+        self.corrections = CorrectionLimit()
+        """Label corrections (``POST /api/feedback``) of this stream's faces."""
         """Results go to the browser no faster than frames are sampled."""
         self.incoming_limit = TokenBucket(INCOMING_RATE, INCOMING_BURST)
         self.closed = False
