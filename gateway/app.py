@@ -73,6 +73,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         status, message = err.status, err.reason
     except asyncio.CancelledError:
         raise
+    except redis.RedisError as err:  # the gateway is fine; what the request needs is not there
+        log.warning("%s %s: Redis: %s", request.method, request.path, err)
+        status, message, headers = 503, "Redis is unavailable; try again later", {"Retry-After": "5"}
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         status, message = 500, "internal error"

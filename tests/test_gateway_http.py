@@ -117,9 +117,11 @@ def test_page_config_and_health(redis_server):
             redis_server.stop()
             unready = await call(http, "GET", f"{served.url}/readyz")
             alive = await call(http, "GET", f"{served.url}/healthz")
-            return page, scripts, style, config, ready, unready, alive
+            async with http.get(f"{served.url}/api/training-jobs") as response:  # it reads Redis
+                jobs = response.status, response.headers.get("Retry-After"), await response.json()
+            return page, scripts, style, config, ready, unready, alive, jobs
 
-    page, scripts, style, config, ready, unready, alive = run(scenario())
+    page, scripts, style, config, ready, unready, alive, jobs = run(scenario())
     assert page[:2] == (200, "text/html") and '<script type="module" src="/static/main.js">' in page[2]
     assert set(scripts) == {"main.js", "state.js", "net.js", "camera.js", "faces.js", "draw.js", "admin.js"}
     assert {answer[:2] for answer in scripts.values()} == {(200, "application/javascript")}
@@ -133,6 +135,7 @@ def test_page_config_and_health(redis_server):
     assert ready[:2] == (200, "application/json") and ready[2] == {"ready": True}
     assert unready[0] == 503 and "Redis" in unready[2]["error"]
     assert alive[0] == 200, "alive even without Redis"
+    assert jobs[:2] == (503, "5") and "Redis is unavailable" in jobs[2]["error"], "not a 500: try again later"
 
 
 def test_gateway_command_needs_redis_url():
