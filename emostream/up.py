@@ -22,48 +22,48 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    with (
-        EmbeddedStack(
-            settings, workers=args.workers or 0, gateway=True, trainer=True, persist=not args.ephemeral
-        ) as stack,
-        ExitStack() as extras,
-    ):
-        workers = sum(name.startswith("worker-") for name in stack.children)
-        page = f"http://{settings.host}:{settings.port}/"
-        print(
-            f"emostream is up: open {page}  (Redis {stack.settings.redis_url}, "
-            f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
-            flush=True,
-        )
-        if settings.token or settings.admin_token:  # the address alone answers 401: say how to log in
+    try:
+        with (
+            EmbeddedStack(
+                settings, workers=args.workers or 0, gateway=True, trainer=True, persist=not args.ephemeral
+            ) as stack,
+            ExitStack() as extras,
+        ):
+            workers = sum(name.startswith("worker-") for name in stack.children)
+            page = f"http://{settings.host}:{settings.port}/"
             print(
-                f"log in once at {page}?token=TOKEN with EMOSTREAM_TOKEN (cameras) or EMOSTREAM_ADMIN_TOKEN "
-                "(operators) as TOKEN; the browser keeps it as a cookie",
+                f"emostream is up: open {page}  (Redis {stack.settings.redis_url}, "
+                f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
                 flush=True,
             )
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        print(
-            f"metrics: http://{host}:{settings.port}/metrics; every process's metrics address (Prometheus "
-            f"http_sd_configs): http://{host}:{settings.port}/api/targets",
-            flush=True,
-        )
-        if args.prometheus:
-            import tempfile
+            if settings.token or settings.admin_token:  # the address alone answers 401: say how to log in
+                print(
+                    f"log in once at {page}?token=TOKEN with EMOSTREAM_TOKEN (cameras) or EMOSTREAM_ADMIN_TOKEN "
+                    "(operators) as TOKEN; the browser keeps it as a cookie",
+                    flush=True,
+                )
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+            print(
+                f"metrics: http://{host}:{settings.port}/metrics; every process's metrics address (Prometheus "
+                f"http_sd_configs): http://{host}:{settings.port}/api/targets",
+                flush=True,
+            )
+            if args.prometheus:
+                import tempfile
 
-            from emostream.prometheus import start_prometheus
+                from emostream.prometheus import start_prometheus
 
-            data_dir = extras.enter_context(tempfile.TemporaryDirectory(prefix="emostream-prometheus-"))
-            prometheus = start_prometheus(f"http://{host}:{settings.port}", args.prometheus, data_dir)
-            extras.callback(prometheus.wait, 20)
-            extras.callback(prometheus.terminate)
-            stack.children["prometheus"] = prometheus
-            print(f"Prometheus: http://127.0.0.1:{args.prometheus}/", flush=True)
-        while not stopping.wait(1.0):
-            try:
+                data_dir = extras.enter_context(tempfile.TemporaryDirectory(prefix="emostream-prometheus-"))
+                prometheus = start_prometheus(f"http://{host}:{settings.port}", args.prometheus, data_dir)
+                extras.callback(prometheus.wait, 20)
+                extras.callback(prometheus.terminate)
+                stack.children["prometheus"] = prometheus
+                print(f"Prometheus: http://127.0.0.1:{args.prometheus}/", flush=True)
+            while not stopping.wait(1.0):
                 stack.supervise()
-            except RuntimeError as err:
-                print(f"emostream up: error: {err}; stopping", file=sys.stderr)
-                return 1
+    except RuntimeError as err:  # a part that cannot start, or keeps dying: everything is stopped by now
+        print(f"emostream up: error: {err}; stopped", file=sys.stderr)
+        return 1
     return 0
 
 

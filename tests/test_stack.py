@@ -209,6 +209,18 @@ def test_an_unreachable_redis_is_one_line_not_a_traceback(command, tmp_path):
     )
 
 
+def test_a_part_of_up_that_cannot_start_is_one_line_not_a_traceback(tmp_path):
+    not_a_folder = tmp_path / "store"
+    not_a_folder.write_text("")  # workers cannot open a model store here
+    env = {"REDIS_URL": None, "EMOSTREAM_MODEL_STORE": str(not_a_folder), "EMOSTREAM_REDIS_DIR": str(tmp_path)}
+    done = run_cli("up", "--workers", "1", "--port", str(free_port()), "--ephemeral", env=env, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "emostream up: error: worker-0 exited with status 2 while starting; stopped"
+    )
+
+
 @pytest.mark.parametrize("command", [["up"], ["gateway"]])
 def test_a_port_in_use_is_one_line_before_anything_starts(command, tmp_path, redis_server):
     with socket.create_server(("127.0.0.1", 0)) as taken:
