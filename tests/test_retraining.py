@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -250,6 +251,45 @@ def test_a_job_cancelled_after_training_publishes_but_does_not_promote(trainer_e
         time.sleep(1)
     assert view["status"] == "canceled" and "was published, not promoted" in view["error"], view
     assert len(store.versions()) == 2 and store.live_version() == before
+
+
+def training_children(job_id: str) -> list[int]:
+    """Pids of ``emostream train`` processes working for job ``job_id`` (its run directory names it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"train" in cmdline and any(f"job-{job_id}".encode() in part for part in cmdline):
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_trainer_killed_mid_job_takes_its_training_child_with_it(redis_server, tmp_path, tiny_fer):
+    env = {
+        "REDIS_URL": redis_server.url,
+        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
+        "EMOSTREAM_RUNS": str(tmp_path / "runs"),
+        "EMOSTREAM_DATA": str(tiny_fer),
+    }
+    store = brightness_store(env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    with trainer_process(env) as trainer:
+        job_id = run_cli("retrain", "--epochs", "200", "--limit", "70", env=env).stdout.strip()
+        deadline = time.monotonic() + 300
+        while not training_children(job_id):
+            assert time.monotonic() < deadline, "the job never started training"
+            time.sleep(0.2)
+        trainer.kill()  # as the OOM killer, or a supervisor out of patience, would
+        trainer.wait()
+        deadline = time.monotonic() + 180
+        try:
+            while training_children(job_id):
+                assert time.monotonic() < deadline, "the training child outlived its trainer"
+                time.sleep(0.2)
+        finally:
+            for pid in training_children(job_id):  # an orphan left by a failure here trains on, for hours
+                os.kill(pid, signal.SIGKILL)
+    # an orphan trains on unwatched, stops early on this tiny set and publishes
+    assert len(store.versions()) == 1, "the training child went with its trainer, before publishing anything"
 
 
 def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis_server, redis_client, tmp_path):

@@ -11,6 +11,7 @@ child publishes only after training finished, and a store version appears atomic
 failed, cancelled or timed-out job never publishes anything; promotion happens here, after.
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -148,6 +149,7 @@ def run_job(raw_spec: dict) -> dict:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         try:
             _follow(child, job, client, settings, run_dir)
@@ -181,6 +183,15 @@ def run_job(raw_spec: dict) -> dict:
             log.info("job %s: %s", job_id, err)
     _set_meta(job, phase="done", version=version, promoted=promoted)
     return {"version": version, "promoted": promoted, "metrics": manifest.metrics}
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the training child, before it runs: SIGTERM when the trainer dies, however it dies (SIGKILL
+    by a supervisor or the OOM killer included), so no training outlives its job unwatched (Linux)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _shadow(version: str, env: dict[str, str]) -> dict:
