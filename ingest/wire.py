@@ -146,7 +146,11 @@ class Face:
             raise WireError(f"a face's scores must be numbers, got {scores!r}")
         if not isinstance(raw.get("label"), str) or not _is_number(raw.get("score")):
             raise WireError(f"a face needs a label (text) and a score (number), got {raw.get('label')!r}")
-        return cls([int(v) for v in box], raw["label"], float(raw["score"]), scores)
+        track, smoothed = raw.get("track"), raw.get("smoothed")
+        if not (track is None or (isinstance(track, int) and not isinstance(track, bool))):
+            raise WireError(f"a face's track must be an integer, got {track!r}")
+        smoothed = None if smoothed is None else _object(smoothed, "a face's smoothed label")
+        return cls([int(v) for v in box], raw["label"], float(raw["score"]), scores, track, smoothed)
 
     @classmethod
     def from_scores(cls, box: list[int], probabilities: np.ndarray) -> "Face":

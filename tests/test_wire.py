@@ -84,10 +84,14 @@ GOOD_FACE = {"box": [1, 2, 3, 4], "label": "happy", "score": 0.7, "scores": {"ha
         ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "scores": [0.7]}]}, "scores must be a JSON object"),
         ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "scores": {"happy": "high"}}]}, "scores must be numbers"),
         ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "label": None}]}, "needs a label"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "track": "1"}]}, "track must be an integer"),
+        ({**GOOD_RESULT, "faces": [{**GOOD_FACE, "smoothed": [1]}]}, "smoothed label must be a JSON object"),
     ],
 )
 def test_a_result_of_the_wrong_shape_is_a_wire_error_naming_it(raw, message):
     """Whatever a writer of the reply stream puts there, readers get a WireError, never another exception."""
-    assert Result.from_json({**GOOD_RESULT, "faces": [GOOD_FACE]}).faces[0].box == [1, 2, 3, 4]
+    tracked = {**GOOD_FACE, "track": 3, "smoothed": {"label": "happy", "score": 0.6, "scores": {"happy": 0.6}}}
+    good = {**GOOD_RESULT, "faces": [tracked], "worker": "w", "timings": {"detect_s": 0.01}}
+    assert Result.from_json(good).to_json() == good, "what readers pass on (tracks included) round-trips"
     with pytest.raises(WireError, match=message):
         Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": json.dumps(raw).encode()})
