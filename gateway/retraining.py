@@ -138,7 +138,7 @@ def _promote(settings: Settings, client: redis.Redis, version: str, force: bool)
         raise ApiError(409, str(err).replace("use --force", 'send {"force": true}')) from None
     except ModelStoreError as err:  # corrupt or incompatible: it cannot be served
         raise ApiError(409, str(err)) from None
-    _announce(client, settings, version)
+    announce(client, settings, version)
     return {"live": version, "previous": previous}
 
 
@@ -149,15 +149,8 @@ def _rollback(settings: Settings, client: redis.Redis) -> dict:
         version = store.rollback()
     except ModelStoreError as err:
         raise ApiError(409, str(err)) from None
-    _announce(client, settings, version)
+    announce(client, settings, version)
     return {"live": version, "previous": previous}
-
-
-def _announce(client: redis.Redis, settings: Settings, version: str) -> None:
-    try:
-        announce(client, settings, version)
-    except redis.RedisError as err:  # workers also poll the live pointer: they switch within seconds
-        log.warning("could not announce %s: %s", version, err)
 
 
 @routes.get("/api/models")

@@ -80,7 +80,9 @@ def _announce(settings: Settings, version: str) -> None:
 
         from model_store.announcement import announce
 
-        announce(redis.Redis.from_url(settings.redis_url), settings, version)
+        announce(
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5), settings, version
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:

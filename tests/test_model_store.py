@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import REPO, brightness, brightness_model, publish_brightness
+from factories import REPO, brightness, brightness_model, publish_brightness, run_cli
 
+from emostream.redis_server import free_port
 from model_store import (
     CorruptVersion,
     IncompatibleVersion,
@@ -220,3 +221,16 @@ def test_store_root_defaults_and_env(tmp_path):
 
     assert Settings.from_env({"EMOSTREAM_MODEL_STORE": str(tmp_path)}).model_store_root == Path(tmp_path)
     assert Settings.from_env({"XDG_DATA_HOME": "/x"}).model_store_root == Path("/x/emostream/models")
+
+
+def test_promote_and_rollback_by_hand_succeed_when_workers_cannot_be_told_at_once(tmp_path):
+    store = ModelStore(tmp_path)
+    first, second = publish_brightness(store, 0.5), publish_brightness(store, 0.6)
+    store.promote(first)
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nobody there
+    promoted = run_cli("models", "promote", second, env=env)
+    assert promoted.returncode == 0 and promoted.stdout.strip() == f"live: {second}", promoted.stderr
+    assert "could not tell workers at once" in promoted.stderr and store.live_version() == second
+    rolled = run_cli("models", "rollback", env=env)
+    assert rolled.returncode == 0 and rolled.stdout.strip() == f"live: {first}", rolled.stderr
+    assert store.live_version() == first, "one rollback, not two: the command said it worked"
