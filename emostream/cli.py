@@ -47,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"emostream: error: {err}", file=sys.stderr)
         return 2
-    logs.setup(args.log_level, args.log_format or settings.log_format)
+    try:
+        logs.setup(args.log_level, args.log_format or settings.log_format)
+    except ValueError as err:  # an unknown level, from --log-level or EMOSTREAM_LOG_LEVEL
+        print(f"emostream: error: --log-level (EMOSTREAM_LOG_LEVEL): {err}", file=sys.stderr)
+        return 2
     try:
         return args.func(args, settings)
     except ValidationError as err:  # options checked by a request model (e.g. the retraining spec)

@@ -25,8 +25,6 @@ import logging
 
 import redis
 from aiohttp import web
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from emostream.config import Settings
 from gateway.api import HUB, SYNC_REDIS, ApiError, read_body
@@ -37,12 +35,15 @@ from model_store.card import model_card
 from model_store.errors import ModelStoreError, PromotionRefused, UnknownVersion
 from model_store.store import ModelStore
 from training.client import (
+    JobEnded,
     NoTrainer,
     RetrainSpec,
+    UnknownJob,
     cancel,
     check_data,
     describe,
     enqueue,
+    fetch,
     list_jobs,
     offers,
 )
@@ -50,7 +51,6 @@ from training.client import (
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
-ENDED = ("finished", "failed", "canceled", "stopped")
 
 
 def parse_spec(request: TrainingRequest, settings: Settings, live: list[dict]) -> RetrainSpec:
@@ -71,16 +71,18 @@ def parse_spec(request: TrainingRequest, settings: Settings, live: list[dict]) -
 
 def _job(client: redis.Redis, job_id: str) -> dict:
     try:
-        return describe(Job.fetch(job_id, connection=client))
-    except (NoSuchJobError, ValueError):  # ValueError: not even a valid job id
-        raise ApiError(404, f"no training job {job_id!r}") from None
+        return describe(fetch(client, job_id))
+    except UnknownJob as err:
+        raise ApiError(404, str(err)) from None
 
 
 def _cancel(client: redis.Redis, settings: Settings, job_id: str) -> dict:
-    view = _job(client, job_id)
-    if view["status"] in ENDED:
-        raise ApiError(409, f"job {job_id} has already ended ({view['status']})")
-    return describe(cancel(client, settings, job_id))
+    try:
+        return describe(cancel(client, settings, job_id))
+    except UnknownJob as err:
+        raise ApiError(404, str(err)) from None
+    except JobEnded as err:
+        raise ApiError(409, str(err)) from None
 
 
 @routes.get("/api/training-jobs")

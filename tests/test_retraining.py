@@ -20,7 +20,7 @@ from rq.job import Job
 from emostream.config import Settings
 from ingest.wire import Frame, Result
 from model_store.announcement import announce
-from training.client import offers
+from training.client import RetrainSpec, enqueue, offers
 from training.data import load_folder
 from training.jobs import find_datasets
 from workers.classify import LiveModel
@@ -200,6 +200,23 @@ def test_data_outside_the_allowed_roots_or_missing_is_refused_before_queueing(tr
         done = run_cli("retrain", "--data", data, "--epochs", "1", env=trainer_env)
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not redis.Redis.from_url(trainer_env["REDIS_URL"]).keys("rq:job:*"), "nothing was queued"
+
+
+def test_jobs_commands_name_an_unknown_or_ended_job_in_one_line(redis_server, tmp_path):
+    env = {"REDIS_URL": redis_server.url, "EMOSTREAM_MODEL_STORE": str(tmp_path)}
+    job = enqueue(redis.Redis.from_url(redis_server.url), RetrainSpec(epochs=1))  # queued: no trainer takes it
+    assert run_cli("jobs", "cancel", job.id, env=env).returncode == 0
+    answers = {
+        "show unknown": run_cli("jobs", "show", "no-such-job", env=env),
+        "cancel unknown": run_cli("jobs", "cancel", "no-such-job", env=env),
+        "cancel ended": run_cli("jobs", "cancel", job.id, env=env),
+        "bad log level": run_cli("--log-level", "loud", "jobs", "list", env=env),
+    }
+    for name, done in answers.items():
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (name, done.stderr)
+    assert answers["show unknown"].stderr.strip() == "emostream jobs: error: no training job 'no-such-job'"
+    assert answers["cancel ended"].stderr.strip() == f"emostream jobs: error: job {job.id} has already ended (canceled)"
+    assert "Unknown level: 'LOUD'" in answers["bad log level"].stderr
 
 
 def test_with_no_trainer_alive_a_job_is_refused_with_the_reason(redis_server, tiny_fer, tmp_path):

@@ -116,9 +116,32 @@ def enqueue(client: redis.Redis, spec: RetrainSpec) -> Job:
     )
 
 
+ENDED = ("finished", "failed", "canceled", "stopped")
+"""Job statuses after which nothing more happens to a job."""
+
+
+class UnknownJob(LookupError):
+    """No training job has this id (never, or its record expired)."""
+
+
+class JobEnded(ValueError):
+    """The job has ended: there is nothing left to cancel."""
+
+
+def fetch(client: redis.Redis, job_id: str) -> Job:
+    """The job ``job_id``, or :class:`UnknownJob`."""
+    try:
+        return Job.fetch(job_id, connection=client)
+    except (NoSuchJobError, ValueError):  # ValueError: not even a valid job id
+        raise UnknownJob(f"no training job {job_id!r}") from None
+
+
 def cancel(client: redis.Redis, settings: Settings, job_id: str) -> Job:
-    """Cancel a queued job, or stop a running one at its next check (within a second or two)."""
-    job = Job.fetch(job_id, connection=client)
+    """Cancel a queued job, or stop a running one at its next check (within a second or two);
+    :class:`UnknownJob` or :class:`JobEnded` when there is none to cancel."""
+    job = fetch(client, job_id)
+    if (status := describe(job)["status"]) in ENDED:
+        raise JobEnded(f"job {job_id} has already ended ({status})")
     client.set(cancel_key(settings, job_id), "1", ex=86400)
     if job.get_status() in ("queued", "scheduled", "deferred"):
         job.cancel()

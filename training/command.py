@@ -316,15 +316,13 @@ def _progress_line(view: dict, epochs: int) -> str:
 
 def follow(client, job_id: str, epochs: int) -> dict:
     """Print a progress bar until the job ends; returns its final view."""
-    from rq.job import Job
+    from training.client import ENDED, describe, fetch
 
-    from training.client import describe
-
-    job = Job.fetch(job_id, connection=client)
+    job = fetch(client, job_id)
     while True:
         view = describe(job)
         print(_progress_line(view, epochs), end="", file=sys.stderr, flush=True)
-        if view["status"] in ("finished", "failed", "canceled", "stopped"):
+        if view["status"] in ENDED:
             print(file=sys.stderr)
             return view
         time.sleep(1.0)
@@ -365,15 +363,13 @@ def _outcome(view: dict) -> str:
 
 
 def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from rq.job import Job
-
-    from training.client import cancel, describe, list_jobs
+    from training.client import cancel, describe, fetch, list_jobs
 
     client = _client(settings)
     if args.action == "list":
         print(json.dumps(list_jobs(client)))
     elif args.action == "show":
-        print(json.dumps(describe(Job.fetch(args.id, connection=client))))
+        print(json.dumps(describe(fetch(client, args.id))))
     else:
         print(json.dumps(describe(cancel(client, settings, args.id))))
     return 0
