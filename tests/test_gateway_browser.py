@@ -229,6 +229,53 @@ def test_first_visit_stop_and_a_phone_sized_screen(redis_server, tmp_path):
     assert stopped == {"faces": 0, "rate": NO_RATE, "status": "stopped", "wider than the screen": False}
 
 
+COUNT_CAMERAS = """
+window.openedStreams = [];
+const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  const stream = await open(constraints);
+  window.openedStreams.push(stream);
+  return stream;
+};
+"""
+LIVE_TRACKS = "window.openedStreams.flatMap((s) => s.getTracks()).filter((t) => t.readyState === 'live').length"
+
+
+def test_the_camera_is_opened_once_reopened_when_it_ends_and_stopped_results_show(redis_server, tmp_path):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    with (
+        GatewayProcess(redis_server.url, EMOSTREAM_MODEL_STORE=str(tmp_path / "store")) as gateway,
+        chromium(clip) as browser,
+    ):
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.add_init_script(COUNT_CAMERAS)
+        page.goto(gateway.url)
+        page.wait_for_function("window.emostream.ready")
+        page.evaluate("() => { const camera = window.emostream.cameras[0]; camera.start(); camera.start(); }")
+        with StubbedWorker(redis_server.url, Settings(), [face(truth[0][0].box, "happy")]):
+            page.wait_for_function("window.emostream.cameras[0].last && document.querySelector('.face')")
+        page.wait_for_function("document.querySelector('.camera .fps').textContent === '0.0 results/s'")
+        page.wait_for_function("!document.querySelector('.camera .face')")  # its track has ended too
+        stalled = {
+            "latency": page.inner_text(".camera .latency"),
+            "status": page.evaluate("emostream.cameras[0].status"),
+        }
+        first = page.evaluate("window.emostream.cameras[0].stream")
+        page.evaluate("window.emostream.cameras[0].media.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+        page.wait_for_function(
+            f"(c => c.stream && c.stream !== {json.dumps(first)} && c.status.startsWith('connected'))"
+            "(window.emostream.cameras[0])"
+        )
+        reopened = {"opened": page.evaluate("window.openedStreams.length"), "live": page.evaluate(LIVE_TRACKS)}
+        page.click("#stop-all")
+        after_stop = page.evaluate(LIVE_TRACKS)
+    assert stalled == {"latency": "\u2013 ms", "status": "connected"}, "results stopped; the connection did not"
+    assert reopened == {"opened": 2, "live": 1}, "one camera for two Starts; opened again once it ended"
+    assert after_stop == 0, "Stop leaves no camera running"
+
+
 def test_a_refused_offer_waits_as_long_as_retry_after_asks(redis_server, tmp_path):
     frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
     clip = write_y4m(frames, tmp_path / "camera.y4m")

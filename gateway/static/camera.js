@@ -111,14 +111,29 @@ export class Camera {
     this.connect();
   }
 
-  async openCamera() {
-    const constraints = this.deviceId ? { deviceId: { exact: this.deviceId } } : true;
-    this.media = await navigator.mediaDevices.getUserMedia({ video: constraints, audio: false });
-    listCameras(); // labels are only known once the camera is allowed
+  // One request for the camera at a time: a second Start while the browser asks joins the first,
+  // so no stream is opened twice and left running.
+  openCamera() {
+    this.opening ||= (async () => {
+      const constraints = this.deviceId ? { deviceId: { exact: this.deviceId } } : true;
+      this.media = await navigator.mediaDevices.getUserMedia({ video: constraints, audio: false });
+      const track = this.media.getVideoTracks()[0];
+      // unplugged, taken by another program, permission revoked: open it again on the next connection
+      track.onended = () => this.cameraEnded(track);
+      listCameras(); // labels are only known once the camera is allowed
+    })().finally(() => (this.opening = null));
+    return this.opening;
+  }
+
+  cameraEnded(track) {
+    if (this.media?.getVideoTracks()[0] !== track) return;
+    this.closeCamera();
+    this.lost(this.pc, "camera ended");
   }
 
   async connect() {
     if (this.pc || !this.wanted) return;
+    if (this.media && this.media.getVideoTracks()[0]?.readyState !== "live") this.closeCamera();
     if (!this.media) {
       this.setStatus("opening the camera");
       try {
@@ -158,7 +173,11 @@ export class Camera {
       if (browserDraws) await sendOnlySampled(sender);
       if (this.pc !== pc) return;
       this.setStatus(pc.connectionState);
-      this.statsTimer = setInterval(() => this.readStats(pc), STATS_MS);
+      this.statsTimer = setInterval(() => {
+        this.showRates(); // results that stop coming show as such
+        this.faces.expire(ageOf);
+        this.readStats(pc);
+      }, STATS_MS);
     } catch (error) {
       this.lost(pc, `error: ${error.message}`, error.retryAfter);
     }
@@ -230,14 +249,19 @@ export class Camera {
     if (this.log.length > MAX_LOG) this.log.splice(0, this.log.length - MAX_LOG);
     if (this.last && result.stream === this.last.stream && result.seq <= this.last.seq) return; // answered late
     this.last = result;
+    this.arrivals.push([performance.now(), ageOf(result)]);
+    this.showRates();
+    this.faces.show(result);
+  }
+
+  // Results a second and their median latency over the last WINDOW_MS.
+  showRates() {
     const now = performance.now();
-    this.arrivals.push([now, ageOf(result)]);
     while (this.arrivals.length && this.arrivals[0][0] < now - WINDOW_MS) this.arrivals.shift();
     const latencies = this.arrivals.map(([, latency]) => latency).sort((a, b) => a - b);
     const median = latencies[Math.floor(latencies.length / 2)];
     $(".fps", this.element).textContent = `${((this.arrivals.length * 1000) / WINDOW_MS).toFixed(1)} results/s`;
-    $(".latency", this.element).textContent = `${Math.round(median * 1000)} ms latency`;
-    this.faces.show(result);
+    $(".latency", this.element).textContent = latencies.length ? `${Math.round(median * 1000)} ms latency` : "– ms";
   }
 
   // Browser-drawn labels, repainted only when what is shown changes: a new result, the result

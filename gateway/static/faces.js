@@ -24,12 +24,23 @@ export class FacePanel {
       this.remember(track, result.ts, face);
       const card = this.cards.get(track) || this.addCard(track);
       card.seenAt = result.ts;
+      card.result = result;
       this.update(card, result, face);
     });
+    this.drop((card) => !seen.has(card.track) && result.ts - card.seenAt > emostream.config.track_keep_s);
+  }
+
+  // Called while no result comes: a card whose face was last seen longer ago than its track lives
+  // goes (`ageOf`: a result's age by the gateway's clock).
+  expire(ageOf) {
+    if (this.cards.size) this.drop((card) => ageOf(card.result) > emostream.config.track_keep_s);
+  }
+
+  // Remove the cards `gone` picks; a face missed for a frame or two keeps its card as long as its
+  // track lives (/api/config), and a correction in progress outlives its face.
+  drop(gone) {
     for (const [track, card] of this.cards) {
-      // a face missed for a frame or two keeps its card as long as its track lives (/api/config);
-      // a correction in progress outlives its face
-      if (seen.has(track) || card.correcting || result.ts - card.seenAt <= emostream.config.track_keep_s) continue;
+      if (card.correcting || !gone(card)) continue;
       card.remove();
       this.cards.delete(track);
       this.history.delete(track);
