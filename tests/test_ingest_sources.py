@@ -128,3 +128,16 @@ def test_a_dropped_stream_is_reopened_and_seq_keeps_counting():
     seqs = [c.seq for c in captured]
     assert seqs == sorted(set(seqs))
     assert camera.connections >= 3 and source.stats.reconnects >= 2
+
+
+def test_a_recording_behind_a_url_ends_when_it_ends_and_is_not_replayed(avi):
+    with open_source(f"file://{avi}", Settings(sample_fps=100)) as source:
+        assert isinstance(source, LiveSource)
+        captured, deadline = [], time.monotonic() + 30
+        while not source.finished():
+            assert time.monotonic() < deadline, "the recording never ended"
+            if (item := source.read(0.5)) is not None:
+                captured.append(item)
+    seqs = [c.seq for c in captured]
+    assert captured and seqs == sorted(set(seqs)) and seqs[-1] < len(FRAMES), seqs
+    assert levels(captured) == seqs and source.stats.reconnects == 0

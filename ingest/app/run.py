@@ -101,7 +101,7 @@ class IngestRun:
             self.summary.sent += 1
 
     def _send_live(self, source: LiveSource) -> None:
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not source.finished():
             captured = source.read(POLL_S)
             self._pump(0)
             if captured is None:

@@ -118,15 +118,22 @@ class LiveSource:
         self._newest: Captured | None = None
         self._ready = threading.Condition()
         self._stop = threading.Event()
+        self._ended = False
+        """A recording behind a URL (``http://.../clip.mp4``) was read to its end: nothing to reconnect to."""
         self._thread = threading.Thread(target=self._read_forever, args=(capture,), name="ingest-source", daemon=True)
         self._thread.start()
 
     def read(self, timeout: float) -> Captured | None:
         """The newest sampled frame not yet read, waiting up to ``timeout`` seconds; None if none came."""
         with self._ready:
-            self._ready.wait_for(lambda: self._newest is not None, timeout)
+            self._ready.wait_for(lambda: self._newest is not None or self._ended, timeout)
             item, self._newest = self._newest, None
         return item
+
+    def finished(self) -> bool:
+        """Whether the source was a recording, read to its end, and every frame of it was taken."""
+        with self._ready:
+            return self._ended and self._newest is None
 
     def close(self) -> None:
         self._stop.set()
@@ -149,6 +156,12 @@ class LiveSource:
         seq = 0
         while capture is not None and not self._stop.is_set():
             failed = _grab(capture, LIVE_MAX_FAILURES)
+            if failed is None and _at_end(capture):
+                log.info("%s: end of the recording", self.name)
+                with self._ready:
+                    self._ended = True
+                    self._ready.notify()
+                break
             if failed is None:
                 capture.release()
                 capture = self._reconnect()
@@ -182,6 +195,13 @@ class LiveSource:
             delay = min(2 * delay, RECONNECT_MAX_S)
             log.warning("%s: still unreachable, next try in %.1f s", self.name, delay)
         return None
+
+
+def _at_end(capture: cv2.VideoCapture) -> bool:
+    """Whether a stream that stopped giving frames is a recording of known length read to its end (a
+    camera or live stream has no frame count)."""
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return count > 0 and capture.get(cv2.CAP_PROP_POS_FRAMES) >= count - 1
 
 
 def _open_file(path: Path) -> cv2.VideoCapture:
