@@ -7,7 +7,7 @@ import urllib.request
 import redis
 from browser import BOX_COLOURED, VIDEO_STATE, chromium, open_page
 from clips import make_clip, validation_faces, write_y4m
-from factories import fer_dataset
+from factories import brightness_store, fer_dataset, publish_brightness
 from gateway_helpers import GatewayProcess, face
 from rq import Queue
 from stand_ins import StubbedWorker
@@ -18,6 +18,7 @@ from emostream.redis_server import RedisServer
 from emostream.stack import EmbeddedStack
 from ingest.wire import Result
 from model_store import ModelStore
+from model_store.manifest import SERVING_FILE
 from model_store.store import BUNDLED
 from training.data import load_folder
 from training.jobs import QUEUE, Trainer
@@ -172,6 +173,39 @@ def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tm
     assert hidden == {"camera user": True, "operator": False}
     shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
     assert rollback == (f"Roll back to {shipped[-2]}", False), "the shipped lineage: one click back to the parent"
+
+
+def test_an_operator_may_promote_a_less_accurate_version_after_a_question_but_never_an_unservable_one(
+    redis_server, tmp_path
+):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    store = brightness_store(tmp_path / "store", accuracy=0.5)
+    weaker = publish_brightness(store, 0.3)
+    unservable = publish_brightness(store, 0.9)
+    manifest = store.manifest(unservable)  # as a store from before workers ran LiteRT holds it
+    (store.path(unservable) / SERVING_FILE).unlink()
+    manifest.files.pop(SERVING_FILE)
+    manifest.write(store.path(unservable))
+    questions = []
+    with (
+        GatewayProcess(redis_server.url, EMOSTREAM_MODEL_STORE=str(tmp_path / "store")) as gateway,
+        chromium(clip) as browser,
+    ):  # no token configured: a loopback gateway's one user is its operator
+        page = open_page(browser, gateway.url)
+        page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+        page.wait_for_function("window.emostream.ready && !document.querySelector('#retraining').hidden")
+        page.click(f"tr[data-version='{unservable}'] .promote")
+        page.wait_for_function("document.querySelector('#retraining-notice').textContent")
+        refused = page.inner_text("#retraining-notice")
+        page.click(f"tr[data-version='{weaker}'] .promote")
+        page.wait_for_function(f"document.querySelector('#retraining-notice').textContent.includes('{weaker} is live')")
+    assert f"emostream models convert {unservable}" in refused and store.live_version() == weaker
+    (question,) = questions  # asked once, about the weaker version only
+    assert question.startswith(f"{weaker} has validation accuracy 0.3000, below live") and question.endswith(
+        ".\n\nPromote anyway?"
+    ), question
+    assert '"force"' not in question
 
 
 NO_RATE = "\u2013 results/s"

@@ -10,6 +10,10 @@ function retrainingNotice(text, ok = false) {
   $("#retraining-notice").classList.toggle("ok", ok);
 }
 
+// The API's promotion refusals end with how to force them; the page asks instead.
+const FORCE_HINT = '; send {"force": true}';
+const withoutForceHint = (message) => message.split(FORCE_HINT)[0];
+
 // A button running `action`: its resolved text is shown as a success, an error as an error.
 function button(text, className, action) {
   const element = Object.assign(document.createElement("button"), { type: "button", className, textContent: text });
@@ -18,7 +22,7 @@ function button(text, className, action) {
     try {
       retrainingNotice((await action()) || "", true);
     } catch (error) {
-      retrainingNotice(error.message.split("; use --force")[0]);
+      retrainingNotice(withoutForceHint(error.message));
     }
     await refreshRetraining();
   };
@@ -62,7 +66,9 @@ async function refreshModels() {
             try {
               await promote(false);
             } catch (error) {
-              if (!confirm(`${error.message.split("; use --force")[0]}.\n\nPromote anyway?`)) throw error;
+              // only a refusal on accuracy can be overridden; a version that cannot be served cannot
+              const overridable = error.status === 409 && error.message.includes(FORCE_HINT);
+              if (!overridable || !confirm(`${withoutForceHint(error.message)}.\n\nPromote anyway?`)) throw error;
               await promote(true);
             }
             return `promoted: ${version.version} is live`;
