@@ -140,10 +140,11 @@ def cancel(client: redis.Redis, settings: Settings, job_id: str) -> Job:
     """Cancel a queued job, or stop a running one at its next check (within a second or two);
     :class:`UnknownJob` or :class:`JobEnded` when there is none to cancel."""
     job = fetch(client, job_id)
-    if (status := describe(job)["status"]) in ENDED:
+    status = describe(job)["status"]  # as the job's view names it: "canceled" once a cancel stopped it
+    if status in ENDED:
         raise JobEnded(f"job {job_id} has already ended ({status})")
     client.set(cancel_key(settings, job_id), "1", ex=86400)
-    if job.get_status() in ("queued", "scheduled", "deferred"):
+    if status in ("queued", "scheduled", "deferred"):
         job.cancel()
     return job
 
