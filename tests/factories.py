@@ -16,6 +16,7 @@ import redis
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
 from model_store import Manifest, ModelStore
+from model_store.manifest import SERVING_FILE
 from model_store.store import new_version_id
 from training.client import offers
 
@@ -136,6 +137,15 @@ def publish_brightness(store: ModelStore, accuracy: float = 0.5, **fields) -> st
         **fields,
     )
     return store.publish(brightness_model(), manifest).version
+
+
+def without_serving_file(store: ModelStore, version: str) -> str:
+    """``version`` as a store from before workers ran LiteRT holds it: no ``model.tflite``."""
+    manifest = store.manifest(version)
+    (store.path(version) / SERVING_FILE).unlink()
+    manifest.files.pop(SERVING_FILE)
+    manifest.write(store.path(version))
+    return version
 
 
 def brightness_store(root: Path, accuracy: float = 0.5) -> ModelStore:

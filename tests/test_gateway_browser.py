@@ -7,7 +7,7 @@ import urllib.request
 import redis
 from browser import BOX_COLOURED, VIDEO_STATE, chromium, open_page
 from clips import make_clip, validation_faces, write_y4m
-from factories import brightness_store, fer_dataset, publish_brightness
+from factories import brightness_store, fer_dataset, publish_brightness, without_serving_file
 from gateway_helpers import GatewayProcess, face
 from rq import Queue
 from stand_ins import StubbedWorker
@@ -18,7 +18,6 @@ from emostream.redis_server import RedisServer
 from emostream.stack import EmbeddedStack
 from ingest.wire import Result
 from model_store import ModelStore
-from model_store.manifest import SERVING_FILE
 from model_store.store import BUNDLED
 from training.data import load_folder
 from training.jobs import QUEUE, Trainer
@@ -182,11 +181,7 @@ def test_an_operator_may_promote_a_less_accurate_version_after_a_question_but_ne
     clip = write_y4m(frames, tmp_path / "camera.y4m")
     store = brightness_store(tmp_path / "store", accuracy=0.5)
     weaker = publish_brightness(store, 0.3)
-    unservable = publish_brightness(store, 0.9)
-    manifest = store.manifest(unservable)  # as a store from before workers ran LiteRT holds it
-    (store.path(unservable) / SERVING_FILE).unlink()
-    manifest.files.pop(SERVING_FILE)
-    manifest.write(store.path(unservable))
+    unservable = without_serving_file(store, publish_brightness(store, 0.9))
     questions = []
     with (
         GatewayProcess(redis_server.url, EMOSTREAM_MODEL_STORE=str(tmp_path / "store")) as gateway,

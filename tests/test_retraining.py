@@ -225,6 +225,18 @@ def test_with_no_trainer_alive_a_job_is_refused_with_the_reason(redis_server, ti
     assert done.returncode == 2 and "no trainer is running" in done.stderr
 
 
+def ended(job_id: str, env: dict, deadline: float, why: str) -> dict:
+    """The job's view (``emostream jobs show``) once it has ended; fails with ``why`` past ``deadline``."""
+    while (view := json.loads(run_cli("jobs", "show", job_id, env=env).stdout))["status"] not in (
+        "canceled",
+        "failed",
+        "finished",
+    ):
+        assert time.monotonic() < deadline, why
+        time.sleep(1)
+    return view
+
+
 def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fer):
     store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     job_id = run_cli(
@@ -235,13 +247,7 @@ def test_cancelled_job_stops_training_and_publishes_nothing(trainer_env, tiny_fe
         assert time.monotonic() < deadline, "training never reported an epoch"
         time.sleep(1)
     run_cli("jobs", "cancel", job_id, env=trainer_env)
-    while (view := json.loads(run_cli("jobs", "show", job_id, env=trainer_env).stdout))["status"] not in (
-        "canceled",
-        "failed",
-        "finished",
-    ):
-        assert time.monotonic() < deadline, "cancel did not stop the job"
-        time.sleep(1)
+    view = ended(job_id, trainer_env, deadline, "cancel did not stop the job")
     assert view["status"] == "canceled" and "nothing was published" in view["error"]
     assert len(view["progress"]) < 200
     assert len(store.versions()) == 1
@@ -259,13 +265,7 @@ def test_a_job_cancelled_after_training_publishes_but_does_not_promote(trainer_e
         assert time.monotonic() < deadline, "the job never reached its shadow run"
         time.sleep(0.1)
     run_cli("jobs", "cancel", job_id, env=trainer_env)
-    while (view := json.loads(run_cli("jobs", "show", job_id, env=trainer_env).stdout))["status"] not in (
-        "canceled",
-        "failed",
-        "finished",
-    ):
-        assert time.monotonic() < deadline, "the job did not end"
-        time.sleep(1)
+    view = ended(job_id, trainer_env, deadline, "the job did not end")
     assert view["status"] == "canceled" and "was published, not promoted" in view["error"], view
     assert len(store.versions()) == 2 and store.live_version() == before
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 from clips import validation_faces
-from factories import REPO, brightness_store, publish_brightness
+from factories import REPO, brightness_store, publish_brightness, without_serving_file
 from processes import loads_tensorflow, mapped, modules_at_exit, ready_worker
 
 from emostream.labels import EMOTIONS
@@ -78,15 +78,6 @@ def test_a_corrupt_serving_file_is_refused_and_the_old_model_keeps_serving(tmp_p
     shutil.rmtree(store.path(garbage))  # the live pointer now names a version that is gone
     assert not live.refresh(force=True) and not live.refresh(force=True)
     assert live.classifier.version == first and live.refusals == 3
-
-
-def without_serving_file(store: ModelStore, version: str) -> str:
-    """``version`` as a store from before workers ran LiteRT holds it: no ``model.tflite``."""
-    manifest = store.manifest(version)
-    (store.path(version) / SERVING_FILE).unlink()
-    manifest.files.pop(SERVING_FILE)
-    manifest.write(store.path(version))
-    return version
 
 
 def test_a_version_without_a_serving_file_names_the_command_that_adds_it_and_is_served_once_added(tmp_path):
