@@ -91,9 +91,9 @@ class Session:
         self.results_sent = 0
         self.results_dropped = 0
         self.results_limit = TokenBucket(settings.sample_fps, RESULTS_BURST * settings.max_inflight_per_stream)
+        """Results go to the browser no faster than frames are sampled."""
         self.corrections = CorrectionLimit()
         """Label corrections (``POST /api/feedback``) of this stream's faces."""
-        """Results go to the browser no faster than frames are sampled."""
         self.incoming_limit = TokenBucket(INCOMING_RATE, INCOMING_BURST)
         self.closed = False
         self._task: asyncio.Task | None = None
