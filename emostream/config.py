@@ -4,10 +4,14 @@ Nothing below this module reads the environment: processes build a :class:`Setti
 (``Settings.from_env().replace(**flags)``) and hand it to the parts they start.
 """
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import ipaddress
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +52,13 @@ class Settings:
     """Comma-separated STUN/TURN URLs for the browser and the gateway."""
     ice_username: str = ""
     """The TURN servers' username (their long-term credentials), for ``turn:``/``turns:`` URLs."""
-    ice_credential: str = ""
+    ice_credential: str = field(default="", repr=False)
     """The TURN servers' password."""
+    ice_secret: str = field(default="", repr=False)
+    """Instead of a fixed username and password: the TURN servers' shared secret (coturn's
+    ``static-auth-secret``), from which each page and peer connection gets credentials that expire."""
+    ice_ttl: int = 86400
+    """Seconds credentials minted from ``ice_secret`` stay valid: longer than a camera session lasts."""
     # ingest
     inflight_frames: int = 0
     """Most frames one ingest run has queued or in work at once; 0: four worker batches (4 x batch_frames)."""
@@ -146,8 +155,9 @@ class Settings:
         settings.validate()
         return settings
 
-    def ice_server_list(self) -> list[dict[str, str]]:
-        """``ice_servers`` as WebRTC's ``iceServers`` entries, TURN ones with their credentials."""
+    def ice_server_list(self, now: float | None = None) -> list[dict[str, str]]:
+        """``ice_servers`` as WebRTC's ``iceServers`` entries, TURN ones with their credentials (with
+        ``ice_secret``, fresh ones valid ``ice_ttl`` seconds from ``now``)."""
         servers = []
         for url in filter(None, (u.strip() for u in self.ice_servers.split(","))):
             match = ICE_URL.fullmatch(url)
@@ -158,12 +168,14 @@ class Settings:
                 )
             if not match["turn"]:
                 servers.append({"urls": url})
+            elif self.ice_secret:
+                servers.append({"urls": url, **turn_credentials(self.ice_secret, self.ice_ttl, now)})
             elif self.ice_username and self.ice_credential:
                 servers.append({"urls": url, "username": self.ice_username, "credential": self.ice_credential})
             else:
                 raise ValueError(
-                    f"EMOSTREAM_ICE_SERVERS: {url!r} is a TURN server: set EMOSTREAM_ICE_USERNAME and "
-                    "EMOSTREAM_ICE_CREDENTIAL (browsers refuse TURN without them)"
+                    f"EMOSTREAM_ICE_SERVERS: {url!r} is a TURN server: set EMOSTREAM_ICE_SECRET, or "
+                    "EMOSTREAM_ICE_USERNAME and EMOSTREAM_ICE_CREDENTIAL (browsers refuse TURN without credentials)"
                 )
         return servers
 
@@ -183,6 +195,10 @@ class Settings:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"EMOSTREAM_TRUSTED_PROXIES: {proxy!r} is not an address or network") from None
+        if self.ice_secret and (self.ice_username or self.ice_credential):
+            raise ValueError("set EMOSTREAM_ICE_SECRET or EMOSTREAM_ICE_USERNAME and _CREDENTIAL, not both")
+        if self.ice_ttl < 60:
+            raise ValueError("ice_ttl must be at least 60 seconds")
         self.ice_server_list()  # refuses a malformed URL, or TURN without credentials, at start-up
         if self.detect_tiles < 0 or self.runtime not in ("auto", "litert", "keras"):
             raise ValueError("detect_tiles must be >= 0 and runtime one of auto, litert, keras")
@@ -237,6 +253,14 @@ class Settings:
         from model_store.store import ModelStore
 
         return ModelStore.open_default(self.model_store_root)
+
+
+def turn_credentials(secret: str, ttl: int, now: float | None = None) -> dict[str, str]:
+    """TURN credentials that expire ``ttl`` seconds from ``now``, as TURN servers sharing ``secret`` check
+    them (coturn's ``use-auth-secret``): the username is the expiry time, the password its HMAC-SHA1."""
+    username = f"{int(time.time() if now is None else now) + ttl}:emostream"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return {"username": username, "credential": base64.b64encode(digest).decode()}
 
 
 def _convert(name: str, kind: Any, raw: str) -> Any:

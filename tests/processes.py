@@ -1,7 +1,9 @@
-"""Real emostream processes for tests and benchmarks: a worker, started and awaited until ready; and
-what a running process loaded (its native libraries, and the Python modules it imported by exit)."""
+"""Real processes for tests and benchmarks: an emostream worker and a coturn TURN server, started and
+awaited until ready; and what a running process loaded (its native libraries, and the Python modules it
+imported by exit)."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -9,6 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from emostream.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,3 +77,35 @@ def ready_worker(env: dict[str, str], timeout: float = 120.0) -> Iterator[tuple[
         worker.terminate()
         worker.wait(30)
         worker.stderr.close()
+
+
+@contextmanager
+def coturn(folder: Path, secret: str, timeout: float = 30.0) -> Iterator[int]:
+    """A coturn server on 127.0.0.1 relaying for credentials minted from ``secret`` (its ``use-auth-secret``),
+    once its UDP port is bound; yields the port. Terminated on leaving."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "turnserver", "--use-auth-secret", f"--static-auth-secret={secret}", "--realm=emostream.test",
+            "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+            "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--log-file=stdout",
+            f"--pidfile={folder / 'turn.pid'}", f"--userdb={folder / 'turn.db'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    break  # coturn holds it
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"coturn did not listen on UDP {port} (exit status {server.poll()})")
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -348,12 +348,13 @@ def containers(docs: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def container_env(docs: list[dict], container: dict) -> dict[str, str]:
-    """The container's environment as the kubelet builds it: envFrom ConfigMaps and Secrets, then env."""
+    """The container's environment as the kubelet builds it: envFrom ConfigMaps and Secrets (an optional
+    Secret, created by the operator only if needed, as absent), then env."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             env |= one(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
-        if "secretRef" in source:
+        if "secretRef" in source and not source["secretRef"].get("optional"):
             env |= one(docs, "Secret", source["secretRef"]["name"])["stringData"]
     for entry in container.get("env", []):
         env[entry["name"]] = entry.get("value", "10.1.2.3")  # else a fieldRef: the pod IP

@@ -9,6 +9,7 @@ from browser import BOX_COLOURED, VIDEO_STATE, chromium, open_page
 from clips import make_clip, validation_faces, write_y4m
 from factories import brightness_store, fer_dataset, publish_brightness, without_serving_file
 from gateway_helpers import GatewayProcess, face
+from processes import coturn
 from rq import Queue
 from stand_ins import StubbedWorker
 
@@ -151,6 +152,37 @@ def test_the_page_reconnects_by_itself_when_the_gateway_restarts(tmp_path):
     assert camera["status"] == "connected" and camera["stream"] != before, "a new stream on the new gateway"
     assert camera["stream"].split("-")[1] != before.split("-")[1], "answered by another gateway process"
     assert "reconnecting in" in waiting, "the page shows that it is reconnecting"
+
+
+TURN_SIDES = """(c => ({
+    username: c.pc.getConfiguration().iceServers[0].username,
+    browser: c.pc.localDescription.sdp.includes(" typ relay "),
+    gateway: c.pc.remoteDescription.sdp.includes(" typ relay "),
+}))(window.emostream.cameras[0])"""
+
+
+def test_both_sides_relay_through_turn_with_credentials_minted_for_each_connection(redis_server, tmp_path):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    connected = "window.emostream.cameras[0]?.status === 'connected'"
+    with coturn(tmp_path, "turn-secret") as port:
+        env = {"EMOSTREAM_ICE_SERVERS": f"turn:127.0.0.1:{port}", "EMOSTREAM_ICE_SECRET": "turn-secret"}
+        with (
+            GatewayProcess(redis_server.url, EMOSTREAM_MODEL_STORE=str(tmp_path / "store"), **env) as gateway,
+            chromium(clip) as browser,
+        ):
+            page = open_page(browser, f"{gateway.url}/?autostart=1")
+            page.wait_for_function(connected)
+            first = page.evaluate(TURN_SIDES)
+            expiry = int(first["username"].split(":")[0])
+            page.click(".camera .toggle")  # stop, then start once the next credentials expire later
+            page.wait_for_function(f"Date.now() / 1000 + window.emostream.clockOffset > {expiry} - 86400 + 1")
+            page.click(".camera .toggle")
+            page.wait_for_function(connected)
+            second = page.evaluate(TURN_SIDES)
+    assert first["browser"] and first["gateway"], "the browser and the gateway each gathered a relayed candidate"
+    assert second["browser"] and second["gateway"]
+    assert int(second["username"].split(":")[0]) > expiry, "a new connection asks for new credentials"
 
 
 def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tmp_path):

@@ -156,7 +156,7 @@ def test_ice_servers_are_checked_when_the_settings_are_read():
     for value, message in [
         ("stun.example.org:3478", "'stun.example.org:3478' is not a STUN or TURN URL"),  # no scheme
         ("stun:stun.example.org?transport=udp", "is not a STUN or TURN URL"),  # STUN has no transport
-        ("turn:turn.example.org", "is a TURN server: set EMOSTREAM_ICE_USERNAME and EMOSTREAM_ICE_CREDENTIAL"),
+        ("turn:turn.example.org", "is a TURN server: set EMOSTREAM_ICE_SECRET, or EMOSTREAM_ICE_USERNAME and"),
     ]:
         with pytest.raises(ValueError, match=message):
             Settings.from_env({"EMOSTREAM_ICE_SERVERS": value})

@@ -147,8 +147,15 @@ export class Camera {
       if (!this.wanted) return this.closeCamera(); // stopped while the browser asked
       if (this.pc) return;
     }
+    let iceServers; // asked for each connection: TURN credentials minted from a secret expire
+    try {
+      ({ ice_servers: iceServers } = await fetchJson("/api/config"));
+    } catch (error) {
+      return this.lost(null, `error: ${error.message}`, error.retryAfter);
+    }
+    if (this.pc || !this.wanted) return;
     const browserDraws = this.overlay === "browser";
-    const pc = (this.pc = new RTCPeerConnection({ iceServers: emostream.config.ice_servers }));
+    const pc = (this.pc = new RTCPeerConnection({ iceServers }));
     this.setStatus(this.retries ? "reconnecting" : "starting");
     try {
       const direction = browserDraws ? "sendonly" : "sendrecv";
