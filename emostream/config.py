@@ -124,6 +124,8 @@ class Settings:
     """The operator's consent switch: 1 stores users' label corrections (face crop + label), 0 stores nothing."""
     feedback_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "feedback")
     """Where corrections go, as ``<class>/`` folders a retraining job can include."""
+    feedback_max: int = 10000
+    """Most corrected faces ``feedback_dir`` holds (about 2 kB each); further corrections are refused (0: no limit)."""
     redis_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "redis")
     """Where ``emostream up``'s private Redis keeps its data, so retraining jobs outlive a restart."""
     data: Path = field(default_factory=lambda: _data_home(os.environ) / "fer2013")
@@ -204,8 +206,8 @@ class Settings:
             raise ValueError("detect_tiles must be >= 0 and runtime one of auto, litert, keras")
         if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:
             raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
-        if self.offer_rate < 0 or self.resend_after <= 0:
-            raise ValueError("offer_rate must be >= 0 and resend_after positive")
+        if self.offer_rate < 0 or self.resend_after <= 0 or self.feedback_max < 0:
+            raise ValueError("offer_rate and feedback_max must be >= 0 and resend_after positive")
 
     def allowed_data(self) -> list[Path]:
         """Where a retraining job may read data: ``data_roots``, or ``data`` and ``feedback_dir``."""

@@ -43,13 +43,19 @@ class FeedbackDisabled(PermissionError):
     """Feedback capture is switched off: nothing is stored."""
 
 
+class FeedbackFull(Exception):
+    """The feedback folder holds as many faces as the operator allows: nothing more is stored."""
+
+
 @dataclass(frozen=True)
 class FeedbackStore:
     """Corrected faces under ``root``: ``<class>/feedback_*.png``, and ``feedback.jsonl`` saying what each
-    replaced; :meth:`add` refuses unless ``enabled`` (the operator's consent switch)."""
+    replaced; :meth:`add` refuses unless ``enabled`` (the operator's consent switch), and once ``root``
+    holds ``limit`` faces (0: no limit)."""
 
     root: Path
     enabled: bool = False
+    limit: int = 0
 
     def add(self, face: np.ndarray, label: str, predicted: str, model_version: str) -> Path:
         """Store one corrected face; returns the image's path."""
@@ -59,6 +65,11 @@ class FeedbackStore:
             raise ValueError(f"unknown label {label!r}; expected one of {list(EMOTIONS)}")
         if face.shape != (FACE_SIZE, FACE_SIZE) or face.dtype != np.uint8:
             raise ValueError(f"a feedback face is a {FACE_SIZE}x{FACE_SIZE} uint8 crop, got {face.dtype} {face.shape}")
+        if self.limit and sum(self.count().values()) >= self.limit:
+            raise FeedbackFull(
+                f"the feedback folder holds {self.limit} faces, the most EMOSTREAM_FEEDBACK_MAX allows; "
+                "nothing was stored until an operator trains on them and clears it"
+            )
         folder = self.root / label
         folder.mkdir(parents=True, exist_ok=True)
         for name in EMOTIONS:  # the training loader wants every class folder, even empty
@@ -137,6 +148,10 @@ async def feedback(request: web.Request) -> web.Response:
     wait = limit.acquire()
     if wait:
         raise ApiError(429, "too many corrections from this stream", headers={"Retry-After": str(math.ceil(wait))})
-    path = await asyncio.to_thread(store, fields, correction, FeedbackStore(settings.feedback_dir, enabled=True))
+    feedback_store = FeedbackStore(settings.feedback_dir, enabled=True, limit=settings.feedback_max)
+    try:
+        path = await asyncio.to_thread(store, fields, correction, feedback_store)
+    except FeedbackFull as full:
+        raise ApiError(507, str(full)) from None
     limit.record(correction.seq, correction.box, kept=session.sampler.recent)
     return web.json_response({"stored": str(path), "label": correction.label}, status=201)

@@ -151,7 +151,7 @@ ROUTES: dict[str, dict[str, Operation]] = {
             "A user's label correction of one face (stored only while EMOSTREAM_FEEDBACK=1)",
             "stored",
             status=201,
-            errors=(403, 404, 409, 429),
+            errors=(403, 404, 409, 429, 507),
             parameters=(STREAM_KEY,),
             body=Correction,
         )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gateway.feedback import FeedbackDisabled, FeedbackStore
+from gateway.feedback import FeedbackDisabled, FeedbackFull, FeedbackStore
 from training.data import load_folder
 
 
@@ -32,3 +32,14 @@ def test_bad_corrections_are_refused(tmp_path):
         store.add(np.zeros((48, 48), np.uint8), "contempt", "sad", "v1")
     with pytest.raises(ValueError, match="48x48 uint8"):
         store.add(np.zeros((10, 10), np.uint8), "happy", "sad", "v1")
+
+
+def test_a_full_folder_stores_nothing_more(tmp_path):
+    store = FeedbackStore(tmp_path, enabled=True, limit=2)
+    face = np.zeros((48, 48), np.uint8)
+    store.add(face, "happy", "sad", "v1")
+    store.add(face, "sad", "happy", "v1")
+    with pytest.raises(FeedbackFull, match="holds 2 faces"):
+        store.add(face, "fear", "happy", "v1")
+    assert sum(store.count().values()) == 2 and store.count()["fear"] == 0
+    assert (tmp_path / "feedback.jsonl").read_text().count("\n") == 2, "the refused face is not logged either"

@@ -8,6 +8,7 @@ from gateway_helpers import ClipTrack, WireWorker, connect, run, serving
 
 from emostream.config import Settings
 from emostream.labels import EMOTIONS
+from gateway.feedback import FeedbackStore
 from ingest.crop import crop_face
 from training.data import load_folder
 
@@ -91,6 +92,33 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
     expected = crop_face(frame.image, tuple(v / frame.scale for v in box))
     assert frame.scale == 2.0, "the box was given in source pixels of a downscaled frame"
     assert any(np.array_equal(image, expected) for image in dataset.images), "the face as a worker crops it"
+
+
+def test_a_full_feedback_folder_answers_507_and_stores_nothing(redis_server, tmp_path):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    folder = tmp_path / "feedback"
+    FeedbackStore(folder, enabled=True).add(np.zeros((48, 48), np.uint8), "fear", "sad", "v0")
+    settings = Settings(redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=folder, feedback_max=1)
+
+    async def scenario():
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            client, redis, received = await camera_with_frames(served, settings, frames)
+            correction = {
+                "stream": client.stream,
+                "seq": received[-1].seq,
+                "box": list(truth[0][0].box),
+                "label": "sad",
+                "predicted": "happy",
+                "model_version": "v1",
+            }
+            answer = await post(http, served.url, correction)
+            await client.close()
+            await redis.aclose()
+            return answer
+
+    status, body = run(scenario())
+    assert status == 507 and "EMOSTREAM_FEEDBACK_MAX" in body["error"], body
+    assert FeedbackStore(folder).count() == {name: int(name == "fear") for name in EMOTIONS}, "nothing more stored"
 
 
 def test_nothing_is_kept_or_stored_while_the_switch_is_off(redis_server, tmp_path):
