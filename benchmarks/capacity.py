@@ -18,7 +18,8 @@ from ``/proc`` for the process doing the work, which keeps the figures usable on
   process pinned to one CPU; frames per CPU second and per wall second.
 - ``gateway``: an ``emostream gateway`` process serving N aiortc cameras (640x480, ``--camera-fps``) from this
   process, each answered by the real worker with stubbed models (``tests/stand_ins.py``); the gateway's CPU seconds
-  per camera-second (VP8 decode, sampling, JPEG encode, overlay, VP8 encode of the returned video).
+  per camera-second (VP8 decode, sampling, JPEG encode, overlay, VP8 encode of the returned video), and how late its
+  event loop ran meanwhile (``emostream_event_loop_lag_seconds``: the camera count where it falls behind).
 """
 
 import argparse
@@ -163,6 +164,7 @@ def measure_worker(frames: list[np.ndarray], settings: Settings, seconds: float)
 
 def measure_gateway(cameras: int, seconds: float, fps: float) -> dict:
     from gateway_helpers import ClipTrack, GatewayProcess, connect, face
+    from scraped import late_ticks, scrape
     from stand_ins import StubbedWorker
 
     faces = validation_faces(("happy", "surprise"), per_class=3)
@@ -173,9 +175,11 @@ def measure_gateway(cameras: int, seconds: float, fps: float) -> dict:
         try:
             await asyncio.sleep(5.0)  # ICE, DTLS, the first keyframes
             marks = [len(c.results) for c in clients]
+            lag0 = late_ticks(await asyncio.to_thread(scrape, f"127.0.0.1:{gateway.port}"))
             cpu0, started = cpu_seconds(gateway.process.pid), time.perf_counter()
             await asyncio.sleep(seconds)
             cpu, elapsed = cpu_seconds(gateway.process.pid) - cpu0, time.perf_counter() - started
+            lag = late_ticks(await asyncio.to_thread(scrape, f"127.0.0.1:{gateway.port}"))
             results = sum(len(c.results) - m for c, m in zip(clients, marks, strict=True))
         finally:
             for c in clients:
@@ -185,6 +189,10 @@ def measure_gateway(cameras: int, seconds: float, fps: float) -> dict:
             "camera_fps": fps,
             "gateway_cpu_per_camera": cpu / elapsed / cameras,
             "results_per_s_per_camera": results / elapsed / cameras,
+            "loop_ticks": {
+                name: after - before
+                for name, before, after in zip(("all", "over_0.1s", "over_0.5s"), lag0, lag, strict=True)
+            },
         }
 
     with (
@@ -237,7 +245,9 @@ def main() -> None:
             print(
                 f"gateway, {cameras} cameras at 640x480 {args.camera_fps:g} fps: "
                 f"{g['gateway_cpu_per_camera']:.3f} CPU per camera, "
-                f"{g['results_per_s_per_camera']:.1f} results/s per camera"
+                f"{g['results_per_s_per_camera']:.1f} results/s per camera; event loop "
+                f"{g['loop_ticks']['over_0.1s']} of {g['loop_ticks']['all']} ticks over 0.1 s late "
+                f"({g['loop_ticks']['over_0.5s']} over 0.5 s)"
             )
     if args.json:
         print(json.dumps(report))

@@ -16,7 +16,7 @@ import pytest
 import redis
 from clips import make_clip, validation_faces
 from gateway_helpers import ClipTrack, GatewayProcess, connect, run, until
-from prometheus_client.parser import text_string_to_metric_families
+from scraped import late_ticks, parse, scrape, total
 
 from emostream import loop_lag
 from emostream.config import Settings
@@ -27,33 +27,6 @@ from emostream.stack import EmbeddedStack
 STREAMS = 16
 STREAMING_S = 30.0
 WORKER_DROPS = ("stale", "malformed", "reclaimed_stale")
-
-
-def scrape(address: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of a /metrics page, by (name, sorted labels)."""
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        return parse(response.read().decode())
-
-
-def parse(text: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of a metrics exposition, by (name, sorted labels)."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(value for (n, got), value in samples.items() if n == name and wanted <= set(got))
-
-
-def late_ticks(samples: dict) -> tuple[int, int, int]:
-    """Ticks of an ``emostream_event_loop_lag_seconds`` histogram: all, over 0.1 s late, over 0.5 s late."""
-    ticks = total(samples, "emostream_event_loop_lag_seconds_count")
-    bucket = "emostream_event_loop_lag_seconds_bucket"
-    return int(ticks), int(ticks - total(samples, bucket, le="0.1")), int(ticks - total(samples, bucket, le="0.5"))
 
 
 @pytest.mark.slow
