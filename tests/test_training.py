@@ -232,6 +232,23 @@ def test_cli_reports_bad_data_clearly(tmp_path):
     assert "x.png: unreadable image" in done.stderr
 
 
+def test_cli_refuses_to_select_on_the_faces_it_trains_on_or_on_none(tmp_path):
+    write_faces(tmp_path / "faces", {"happy": [flat(1)], "sad": [flat(2)]})
+    same = run_cli("train", "--data", str(tmp_path / "faces"), "--run-dir", str(tmp_path / "run"), env={})
+    assert (
+        same.returncode == 2 and "has no validation/ folder; name the validation faces with --val-data" in same.stderr
+    )
+    assert not (tmp_path / "run").exists(), "a refused run leaves nothing behind to refuse the corrected command"
+    write_faces(tmp_path / "empty", {})
+    none = run_cli(
+        "train", "--data", str(tmp_path / "empty"), "--val-data", str(tmp_path / "faces"), "--run-dir",
+        str(tmp_path / "run"), env={},
+    )  # fmt: skip
+    assert none.returncode == 2 and "empty: no training faces (0 skipped as unreadable)" in none.stderr
+    zero = run_cli("train", "--data", str(tmp_path / "faces"), "--limit", "0", env={})
+    assert zero.returncode == 2 and "learning rate and limit must be positive" in zero.stderr
+
+
 def _known_answer_store(tmp_path) -> dict[str, str]:
     return {"EMOSTREAM_MODEL_STORE": str(brightness_store(tmp_path / "store").root)}
 
@@ -258,8 +275,8 @@ def test_evaluate_json_gives_the_known_answers(tmp_path):
     assert result["confusion"][6] == [0, 0, 0, 0, 1, 0, 0]
     assert result["per_class"]["angry"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7), "support": 4}
     assert result["per_class"]["happy"]["precision"] == pytest.approx(2 / 3)
-    f1s = [6 / 7, 0, 0, 0.8, 0, 0, 0]
-    assert result["macro_f1"] == pytest.approx(sum(f1s) / 7)
+    # over angry, happy and neutral (held) and sad (predicted): disgust, fear and surprise are not there to score
+    assert result["macro_f1"] == pytest.approx((6 / 7 + 0.8 + 0 + 0) / 4)
     # the model's confidence on a grey level exactly at a class: softmax of -100 (m - c)^2 over the 7 centres
     centres = np.arange(7) / 6
     edge, inner = (1 / np.exp(-100 * (centres - centres[k]) ** 2).sum() for k in (0, 3))
@@ -278,6 +295,8 @@ def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
     bad = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
     assert "fer.csv:9: 2 pixels, expected 2304" in bad
     missing = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
+    split = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "val", env=env)
+    assert "unknown split 'val'; choose from ['test', 'train', 'validation']" in split
     assert "no model version 'v0'" in missing
 
 

@@ -101,6 +101,8 @@ def load_csv(path: str | Path, usage: str | None = None, *, skip_bad: bool = Fal
     validation, test); ``None`` keeps every row. Rows are named by their line number.
     """
     path = Path(path)
+    if usage and usage not in {*CSV_USAGES, *CSV_USAGES.values()}:
+        raise DataError(f"unknown split {usage!r}; choose from {sorted(CSV_USAGES)} (or {sorted(CSV_USAGES.values())})")
     usage = CSV_USAGES.get(usage, usage) if usage else None
     digest = hashlib.sha256()
     images, labels, skipped = [], [], []

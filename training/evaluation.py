@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from emostream.labels import EMOTIONS, FACE_SIZE
 from model_store.calibration import calibrate, expected_calibration_error
@@ -31,10 +31,12 @@ def score(scores: np.ndarray, labels: np.ndarray) -> dict:
     predicted = scores.argmax(axis=1)
     classes = list(range(len(EMOTIONS)))
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    present = np.isin(classes, np.union1d(labels, predicted))
     return {
         "n": len(labels),
         "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
-        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+        # over the classes these faces hold or were given: one with neither has no F1 to average
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(EMOTIONS, precision, recall, f1, support, strict=True)

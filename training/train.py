@@ -28,7 +28,7 @@ import tensorflow as tf
 from emostream.labels import EMOTIONS
 from model_store.calibration import calibrate, expected_calibration_error, fit_temperature, reliability
 from training import architectures, reports
-from training.data import FaceSet, load
+from training.data import DataError, FaceSet, load
 from training.evaluation import evaluate, predict_scores, score
 from training.history import read_history
 from training.pipeline import Augmentation, evaluation_dataset, training_dataset
@@ -95,8 +95,13 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError("epochs, batch size and learning rate must be positive")
+        if (
+            self.epochs < 1
+            or self.batch_size < 1
+            or self.learning_rate <= 0
+            or (self.limit is not None and self.limit < 1)
+        ):
+            raise ValueError("epochs, batch size, learning rate and limit must be positive")
         if self.teacher_temperature <= 0 or not 0 <= self.teacher_weight <= 1:
             raise ValueError("teacher temperature must be positive and teacher weight within 0..1")
 
@@ -133,12 +138,20 @@ def load_splits(config: TrainConfig) -> tuple[FaceSet, FaceSet]:
     """The training (plus any extra folders) and validation sets of a config."""
     train = load(config.data, "train", skip_bad=config.skip_bad)
     train = _concat(train, [load(extra, "train", skip_bad=config.skip_bad) for extra in config.extra_train])
-    return _subset(train, config.limit, config.seed), load_validation(config)
+    validation = load_validation(config)
+    for name, faces in (("training", train), ("validation", validation)):
+        if not len(faces):
+            raise DataError(f"{faces.source}: no {name} faces ({len(faces.skipped)} skipped as unreadable)")
+    return _subset(train, config.limit, config.seed), validation
 
 
 def load_validation(config: TrainConfig) -> FaceSet:
     """The validation set of a config (model selection only ever looks at this split)."""
-    val = load(config.val_data or config.data, "validation", skip_bad=config.skip_bad)
+    source = Path(config.val_data or config.data)
+    if not config.val_data and source.is_dir() and not (source / "validation").is_dir():
+        # else the class folders would be read as validation too: selection on the faces trained on
+        raise DataError(f"{source} has no validation/ folder; name the validation faces with --val-data")
+    val = load(source, "validation", skip_bad=config.skip_bad)
     return _subset(val, config.limit, config.seed)
 
 
@@ -184,9 +197,9 @@ def _class_weights(labels: np.ndarray) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def _prepare_run_dir(config: TrainConfig) -> Path:
+def _check_run_dir(config: TrainConfig) -> Path:
+    """The run's folder, refused if it holds another configuration's run."""
     run_dir = Path(config.run_dir).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.json"
     if saved.exists():
         previous = json.loads(saved.read_text())
@@ -196,9 +209,16 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
                 "`emostream train --resume` or choose another --run-dir"
             )
         log.info("resuming run in %s", run_dir)
-    else:
-        saved.write_text(json.dumps(config.to_json(), indent=2) + "\n")
     return run_dir
+
+
+def _claim_run_dir(config: TrainConfig, run_dir: Path) -> None:
+    """Write the configuration into a new run's folder (once its data has loaded: a run refused for
+    its data leaves nothing that would refuse the corrected command)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.json"
+    if not saved.exists():
+        saved.write_text(json.dumps(config.to_json(), indent=2) + "\n")
 
 
 def _hardware() -> dict:
@@ -214,11 +234,12 @@ def _hardware() -> dict:
 def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult:
     """Train (or resume) the run described by ``config`` and write every artifact."""
     config.validate()
-    run_dir = _prepare_run_dir(config)
+    run_dir = _check_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     if tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     train_set, val_set = load_splits(config)
+    _claim_run_dir(config, run_dir)
     log.info("train %d faces %s, validation %d faces", len(train_set), train_set.class_counts(), len(val_set))
     (run_dir / "datasets.json").write_text(
         json.dumps(
