@@ -98,11 +98,14 @@ class Frame:
         data = fields.get(b"data", fields.get("data", b""))
         encoding = get("enc")
         if encoding == Encoding.JPEG:
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+            size = jpeg_size(data)  # checked before decoding: a small file may claim a huge image
+            if size is None:
+                raise WireError("frame data is not a JPEG")
+            if size != (width, height):
+                raise WireError(f"JPEG is {size[0]}x{size[1]}, header says {width}x{height}")
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
             if image is None:
                 raise WireError("JPEG data does not decode")
-            if image.shape != (height, width):
-                raise WireError(f"JPEG is {image.shape[1]}x{image.shape[0]}, header says {width}x{height}")
         elif encoding == Encoding.GRAY:
             if len(data) != width * height:
                 raise WireError(f"raw frame has {len(data)} bytes, expected {width * height}")
@@ -206,8 +209,8 @@ class Result:
             raise WireError(f"unsupported wire version {get('v')!r} (this side speaks {WIRE_VERSION})")
         try:
             raw = json.loads(get("json"))
-        except json.JSONDecodeError as err:
-            raise WireError(f"result is not JSON: {err}") from err
+        except (ValueError, RecursionError) as err:  # not JSON, an integer too long, nesting too deep
+            raise WireError(f"result is not JSON that can be read: {err}") from None
         return cls.from_json(raw)
 
 
@@ -221,12 +224,38 @@ def read_entries(reply: object) -> list[Entry]:
     return cast(list[list[Any]], reply)[0][1] if reply else []
 
 
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG start-of-frame markers (baseline, progressive, ...), the segment holding the image's size."""
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame segment, without decoding; None if ``data`` is no JPEG."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in SOF_MARKERS:
+            height, width = int.from_bytes(data[at + 5 : at + 7], "big"), int.from_bytes(data[at + 7 : at + 9], "big")
+            return width, height
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return None
+
+
 def _getter(fields: dict[bytes, bytes]):
     def get(name: str) -> str:
         value = fields.get(name.encode(), fields.get(name))  # type: ignore[call-overload]
         if value is None:
             raise WireError(f"missing field {name!r}")
-        return value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            return value.decode() if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            raise WireError(f"field {name!r} is not UTF-8 text") from None
 
     return get
 
@@ -238,7 +267,13 @@ def _object(value: object, what: str) -> dict:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a float can hold: not a bool, not infinite, not an integer beyond a float's range."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _int(text: str, name: str) -> int:

@@ -34,6 +34,7 @@ def test_frames_round_trip_from_redis_or_straight_from_encode(encoding):
         ({"data": b"short"}, "raw frame has 5 bytes, expected 64"),
         ({"scale": "-1"}, "scale must be positive"),
         ({"ts": "nan"}, "field 'ts' is not finite"),
+        ({"stream": b"\xff"}, "field 'stream' is not UTF-8 text"),
     ],
 )
 def test_malformed_frames_are_named(change, message):
@@ -46,8 +47,18 @@ def test_missing_fields_and_undecodable_jpeg_are_named():
     fields = Frame("cam", 0, 1.0, np.zeros((8, 8), np.uint8), "r").encode(Encoding.JPEG)
     with pytest.raises(WireError, match="missing field 'reply'"):
         Frame.decode(_as_redis({k: v for k, v in fields.items() if k != "reply"}))
-    with pytest.raises(WireError, match="JPEG data does not decode"):
+    with pytest.raises(WireError, match="frame data is not a JPEG"):
         Frame.decode(_as_redis({**fields, "data": b"not a jpeg"}))
+    with pytest.raises(WireError, match="JPEG data does not decode"):
+        Frame.decode(_as_redis({**fields, "data": fields["data"][: fields["data"].index(b"\xff\xc4")]}))
+    # a small file claiming a huge picture is refused by its header, before anything is decoded
+    bomb = (
+        Frame("cam", 0, 1.0, np.zeros((8, 8), np.uint8), "r")
+        .encode(Encoding.JPEG)["data"]
+        .replace(b"\xff\xc0\x00\x0b\x08\x00\x08\x00\x08", b"\xff\xc0\x00\x0b\x08\x40\x00\x40\x00")
+    )
+    with pytest.raises(WireError, match="JPEG is 16384x16384, header says 8x8"):
+        Frame.decode(_as_redis({**fields, "data": bomb}))
     with pytest.raises(WireError, match="2-D uint8 grayscale"):
         Frame("cam", 0, 1.0, np.zeros((8, 8, 3), np.uint8), "r").encode()
 
@@ -57,8 +68,11 @@ def test_results_round_trip_and_name_bad_entries():
     assert face.label == "happy" and face.score == 0.7
     result = Result("cam", 3, 9.5, "v1", [face], "w", {"detect_s": 0.01}, [640, 480])
     assert Result.decode(_as_redis(result.encode())) == result
-    with pytest.raises(WireError, match="result is not JSON"):
-        Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": b"{"})
+    for unreadable in (b"{", b"[" * 100_000, b"1" * 5_000):  # not JSON, nested too deep, an integer too long
+        with pytest.raises(WireError, match="result is not JSON that can be read"):
+            Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": unreadable})
+    with pytest.raises(WireError, match="field 'json' is not UTF-8 text"):
+        Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": b'{"stream": "\xff"}'})
     with pytest.raises(WireError, match="needs a stream and a model_version"):
         Result.decode({b"v": str(WIRE_VERSION).encode(), b"json": b'{"stream": "x"}'})
 
@@ -74,6 +88,7 @@ GOOD_FACE = {"box": [1, 2, 3, 4], "label": "happy", "score": 0.7, "scores": {"ha
         (None, "a result must be a JSON object, got NoneType"),
         ({**GOOD_RESULT, "seq": "3"}, "seq"),
         ({**GOOD_RESULT, "ts": None}, "ts"),
+        ({**GOOD_RESULT, "ts": 10**400}, "ts"),  # beyond a float
         ({**GOOD_RESULT, "model_version": 7}, "model_version"),
         ({**GOOD_RESULT, "faces": {}}, "faces must be a list"),
         ({**GOOD_RESULT, "size": [640]}, r"size must be \[width, height\]"),

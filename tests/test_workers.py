@@ -141,16 +141,17 @@ def test_shadow_sampling_keeps_a_capped_list_of_face_crops(worker, redis_client,
 def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_client):
     keys = worker.keys
     face = np.full((96, 96), brightness(5), np.uint8)
-    # stale by Redis's clock: added (entry id) an hour ago, whatever its capture time says
-    redis_client.xadd(
-        keys.frames,
-        Frame("s", 0, time.time(), face, keys.results("s")).encode(),
-        id=f"{int(time.time() * 1000) - 3_600_000}-0",
-    )
+    # stale by Redis's clock: added (entry id) an hour ago, whatever its capture time says; and junk, never decoded
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    redis_client.xadd(keys.frames, Frame("s", 0, time.time(), face, keys.results("s")).encode(), id=f"{hour_ago}-0")
+    redis_client.xadd(keys.frames, {"v": "1", "data": b"junk"}, id=f"{hour_ago}-1")
     redis_client.xadd(keys.frames, {"v": "1", "stream": "s", "enc": "jpeg", "data": b"junk"})
-    _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
+    redis_client.xadd(keys.frames, {**Frame("s", 1, time.time(), face, "r").encode(), "stream": b"\xff"})
+    # a reply key that is not a results stream (here the workers' own heartbeat hash) is never written to
+    _push(redis_client, keys, Frame("s", 2, time.time(), face, keys.workers))
+    _push(redis_client, keys, Frame("s", 3, time.time(), face, keys.results("s")))
     results = read_results(redis_client, keys.results("s"), 1)
-    assert [r.seq for r in results] == [1]
+    assert [r.seq for r in results] == [3]
 
     def sample(name: str, **labels: str) -> float:
         return worker.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -158,8 +159,8 @@ def test_worker_drops_stale_and_malformed_frames_and_counts_them(worker, redis_c
     deadline = time.monotonic() + 10  # the counters move just after the answer is published
     while sample("emostream_frames_processed_total") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sample("emostream_frames_dropped_total", reason="stale") == 1
-    assert sample("emostream_frames_dropped_total", reason="malformed") == 1
+    assert sample("emostream_frames_dropped_total", reason="stale") == 2
+    assert sample("emostream_frames_dropped_total", reason="malformed") == 3
     assert sample("emostream_frames_processed_total") == 1
     assert redis_client.xpending(keys.frames, keys.group)["pending"] == 0
     beat = json.loads(redis_client.hget(keys.workers, worker.name))
@@ -325,6 +326,19 @@ def test_worker_survives_a_redis_restart(redis_server, tmp_path):
     thread.join(15)
     assert [r.seq for r in answered][:1] == [1]
     assert not thread.is_alive()
+
+
+def test_a_deleted_frames_stream_is_made_again(worker, redis_client):
+    keys = worker.keys
+    face = np.full((96, 96), brightness(4), np.uint8)
+    _push(redis_client, keys, Frame("s", 0, time.time(), face, keys.results("s")))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 1)] == [0]
+    redis_client.delete(keys.frames)  # an operator's DEL or FLUSHDB while the worker blocks on the stream
+    deadline = time.monotonic() + 30
+    while not redis_client.exists(keys.frames) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the worker makes the stream and its group again
+    _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 2)] == [0, 1], "the worker goes on"
 
 
 def test_heartbeats_of_workers_that_stopped_beating_expire(redis_client, tmp_path):

@@ -46,6 +46,8 @@ REPLY_MAXLEN = 1000
 HEARTBEAT_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 5.0
 REPLY_TTL_S = 120
+STREAM_GONE = ("NOGROUP", "UNBLOCKED", "no such key")
+"""Redis's answers when the frames stream or its group vanished (a restart, FLUSHDB, DEL): made again."""
 """A reply stream nobody writes to for this long disappears (its producer is gone)."""
 BEAT_EXPIRE_S = 60.0
 """A heartbeat older than this (a worker that died without saying so) is removed from the workers hash."""
@@ -147,14 +149,17 @@ class Worker:
         return list(read_entries(reply))
 
     def _accept(self, batch: Batch, entry_id: bytes, fields: dict, stale_reason: str = "stale") -> None:
+        # its age first, from the entry's id: a backlog of stale frames costs no decoding
+        if self.redis_now() - int(entry_id.split(b"-", 1)[0]) / 1000 > self.settings.max_frame_age:
+            self.metrics.frames_dropped.labels(reason=stale_reason).inc()
+            return
         try:
             frame = Frame.decode(fields)
+            if not frame.reply.startswith(self.keys.results("")):
+                raise WireError(f"reply key {frame.reply!r} is not a results stream")
         except WireError as err:
             self.metrics.frames_dropped.labels(reason="malformed").inc()
             log.warning("dropping malformed frame %s: %s", entry_id.decode(), err)
-            return
-        if self.redis_now() - int(entry_id.split(b"-", 1)[0]) / 1000 > self.settings.max_frame_age:
-            self.metrics.frames_dropped.labels(reason=stale_reason).inc()
             return
         batch.frames.append(frame)
         batch.frame_ids.append(entry_id)
@@ -326,9 +331,9 @@ class Worker:
                 backoff = min(RECONNECT_MAX_S, backoff * 2)
                 continue
             except redis.ResponseError as err:
-                if "NOGROUP" not in str(err):
+                if not any(gone in str(err) for gone in STREAM_GONE):
                     raise
-                log.warning("worker %s: consumer group gone (Redis restarted?); recreating it", self.name)
+                log.warning("worker %s: frames stream or group gone (%s); recreating them", self.name, err)
                 continue
             backoff = RECONNECT_MIN_S
         with contextlib.suppress(redis.RedisError):
