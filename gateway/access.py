@@ -11,6 +11,9 @@ Every route but :data:`OPEN_PATHS` needs a token when one is set, as ``Authoriza
 over https, directly or through a trusted proxy) and redirects to the same URL without the token,
 so it stays out of the address bar, history and logs. Tokens are compared in constant time. A
 gateway reachable from other machines refuses to start without one (:func:`check_exposure`).
+Without tokens, other websites the user visits are kept out (:func:`tokenless_guard`): a request
+must name the gateway by a loopback host (no DNS rebinding), and one that changes something must not
+come from another origin (no cross-site request forgery).
 Behind a reverse proxy (``EMOSTREAM_TRUSTED_PROXIES``) the client address used for limits comes
 from ``X-Forwarded-For``, and only when the peer is one of those proxies.
 """
@@ -122,14 +125,32 @@ def role_of(settings: Settings, given: str | None) -> str | None:
     return None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def tokenless_guard(request: web.Request, cors_origins: frozenset[str]) -> None:
+    """On a gateway without tokens, where every request is an operator's: :class:`ApiError` 403 for a
+    request addressed to a name other than a loopback one (a page of another site whose name was made to
+    point here), or one that changes something sent by a page of another origin."""
+    if not is_loopback(request.url.host or ""):
+        raise ApiError(403, f"host {request.host!r} is not a loopback name; set EMOSTREAM_TOKEN to serve others")
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}"
+    if request.method not in SAFE_METHODS and origin and origin != own and origin not in cors_origins:
+        raise ApiError(403, f"cross-site request from {origin} refused")
+
+
 def access_middleware(settings: Settings):
     """Tokens and roles (see the module documentation); the role is left in ``request[ROLE]``."""
     trusted = trusted_networks(settings)
+    tokenless = not (settings.token or settings.admin_token)
 
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
+        if tokenless:
+            tokenless_guard(request, cors_origins(settings))
         if request.path == "/" and "token" in request.query:
             given = request.query["token"]
             if role_of(settings, given) is None or not (settings.token or settings.admin_token):
@@ -169,9 +190,14 @@ def check_stream_key(request: web.Request, key: str) -> None:
         raise ApiError(403, "this stream's key is required (X-Stream-Key, from the offer's answer)")
 
 
+def cors_origins(settings: Settings) -> frozenset[str]:
+    """The origins allowed to call the API from other sites (``EMOSTREAM_CORS_ORIGINS``)."""
+    return frozenset(origin.strip() for origin in settings.cors_origins.split(",") if origin.strip())
+
+
 def cors_middleware(settings: Settings):
     """CORS headers for the origins in ``settings.cors_origins`` only; preflight requests answered here."""
-    origins = frozenset(origin.strip() for origin in settings.cors_origins.split(",") if origin.strip())
+    origins = cors_origins(settings)
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -107,6 +107,38 @@ def test_cors_is_closed_by_default_and_open_only_to_listed_origins(redis_server)
     assert not any(name.lower().startswith("access-control-") for name in listed["other origin"][1])
 
 
+def test_without_tokens_other_sites_can_neither_forge_requests_nor_rebind_a_name(redis_server):
+    """A gateway without tokens treats every request as an operator's: a page of another site the user
+    visits must not roll back the model (a cross-site POST needs no preflight) or read the API by pointing
+    a name of its own at 127.0.0.1 (DNS rebinding)."""
+    job = {"epochs": 1}
+
+    async def scenario():
+        settings = settings_for(redis_server, cors_origins="https://ops.example.org")
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            url, own = f"{served.url}/api/training-jobs", {"Origin": served.url}
+            return {
+                "forged": await call(http, "POST", url, json=job, headers={"Origin": "https://evil.example"}),
+                "from a sandbox": await call(http, "POST", url, json=job, headers={"Origin": "null"}),
+                "rebound": await call(http, "GET", f"{served.url}/api/streams", headers={"Host": "evil.example"}),
+                "rebound post": await call(http, "POST", url, json=job, headers={**own, "Host": "evil.example"}),
+                "listed origin": await call(http, "POST", url, json=job, headers={"Origin": "https://ops.example.org"}),
+                "own page": await call(http, "POST", url, json=job, headers=own),
+                "no origin": await call(http, "POST", url, json=job),
+                "localhost": await call(http, "GET", f"{served.url}/api/streams", headers={"Host": "localhost"}),
+                "read across sites": await call(http, "GET", url, headers={"Origin": "https://evil.example"}),
+            }
+
+    answers = run(scenario())
+    refused = {name for name, (status, _, _) in answers.items() if status == 403}
+    assert refused == {"forged", "from a sandbox", "rebound", "rebound post"}, answers
+    assert "cross-site request from https://evil.example refused" in answers["forged"][2]["error"]
+    assert "'evil.example' is not a loopback name; set EMOSTREAM_TOKEN" in answers["rebound"][2]["error"]
+    assert answers["own page"][0] == answers["no origin"][0] == answers["listed origin"][0] == 503, (
+        "past the guard: no trainer offers its data"
+    )
+
+
 def test_the_gateway_refuses_to_listen_beyond_loopback_without_a_token(redis_server):
     env = {k: v for k, v in os.environ.items() if k != "EMOSTREAM_TOKEN"} | {"REDIS_URL": redis_server.url}
     for command in (["gateway", "--host", "0.0.0.0", "--port", "0"], ["up", "--host", "0.0.0.0", "--port", "0"]):
