@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emostream {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as err:
-        where = f"REDIS_URL={settings.redis_url}" if settings.redis_url else "Redis"
+        where = f"REDIS_URL={settings.redis_shown()}" if settings.redis_url else "Redis"
         print(
             f"emostream {args.command}: error: cannot reach {where} ({err}): start it or fix REDIS_URL "
             "(`emostream up` runs its own when REDIS_URL is unset)",

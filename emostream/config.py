@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ICE_URL = re.compile(r"stuns?:[\w.-]+(:\d{1,5})?|(?P<turn>turns?):[\w.-]+(:\d{1,5})?(\?transport=(udp|tcp))?")
 """A STUN or TURN URL (RFC 7064, 7065) as the gateway's WebRTC stack reads it: a name or IPv4 address."""
@@ -32,8 +33,8 @@ class Settings:
 
     model_store_root: Path = field(default_factory=lambda: _data_home(os.environ) / "models")
     runs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "emostream" / "runs")
-    redis_url: str | None = None
-    """None: `up` and `ingest` start a private redis-server."""
+    redis_url: str | None = field(default=None, repr=False)
+    """None: `up` and `ingest` start a private redis-server. May hold a password: see :meth:`redis_shown`."""
     key_prefix: str = "emostream"
     # gateway / ingest: what goes on the wire
     host: str = "127.0.0.1"
@@ -208,6 +209,17 @@ class Settings:
             raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
         if self.offer_rate < 0 or self.resend_after <= 0 or self.feedback_max < 0:
             raise ValueError("offer_rate and feedback_max must be >= 0 and resend_after positive")
+
+    def redis_shown(self) -> str:
+        """``redis_url`` as logs and messages may show it: without its password."""
+        if not self.redis_url:
+            return "a private redis-server"
+        url = urlsplit(self.redis_url)
+        if url.password is None:
+            return self.redis_url
+        host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
+        netloc = f"{url.username or ''}:***@{host}" + (f":{url.port}" if url.port else "")
+        return urlunsplit(url._replace(netloc=netloc))
 
     def allowed_data(self) -> list[Path]:
         """Where a retraining job may read data: ``data_roots``, or ``data`` and ``feedback_dir``."""

@@ -32,7 +32,7 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             workers = sum(name.startswith("worker-") for name in stack.children)
             page = f"http://{settings.host}:{settings.port}/"
             print(
-                f"emostream is up: open {page}  (Redis {stack.settings.redis_url}, "
+                f"emostream is up: open {page}  (Redis {stack.settings.redis_shown()}, "
                 f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
                 flush=True,
             )

@@ -22,7 +22,7 @@ def run(settings: Settings) -> None:
     from gateway.app import create_app
 
     app = create_app(settings, Metrics())  # with the process and Python collectors
-    log.info("gateway listening on http://%s:%d/ (Redis %s)", settings.host, settings.port, settings.redis_url)
+    log.info("gateway listening on http://%s:%d/ (Redis %s)", settings.host, settings.port, settings.redis_shown())
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, shutdown_timeout=5)
 
 
