@@ -104,11 +104,12 @@ class ModelStore:
 
     @classmethod
     def open_default(cls, root: str | Path, bundled: Path = BUNDLED) -> "ModelStore":
-        """Open ``root``; an empty store receives the bundled versions and their live pointer."""
+        """Open ``root``; a store without a live version (new, or a seeding that was killed part way)
+        receives the bundled versions and their live pointer; versions it holds already are kept."""
         store = cls(root)
         if store.live_version() is None and (bundled / "LIVE").exists():
             with store._locked():  # several processes may open a new store at once: one seeds it
-                if store.live_version() is None and not store.versions():
+                if store.live_version() is None:
                     store._seed(bundled)
         return store
 
@@ -281,7 +282,11 @@ class ModelStore:
         staging = Path(tempfile.mkdtemp(prefix=f"{version}.", dir=self.staging_dir))
         shutil.copytree(source, staging, dirs_exist_ok=True)
         os.rename(staging, self.versions_dir / version)
-        self.verify(version)
+        try:
+            self.verify(version)
+        except ModelStoreError:
+            shutil.rmtree(self.versions_dir / version, ignore_errors=True)  # not kept half-right
+            raise
         return version
 
     def _sweep_staging(self) -> None:

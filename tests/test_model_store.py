@@ -168,6 +168,17 @@ def test_a_new_store_can_roll_back_along_the_shipped_lineage(tmp_path):
     assert store.live_version() == shipped[-2]
 
 
+def test_a_seeding_killed_part_way_is_finished_by_the_next_opening(tmp_path):
+    shipped = sorted(path.name for path in (BUNDLED / "versions").iterdir())
+    partial = ModelStore(tmp_path / "store")
+    for version in shipped[:2]:  # what a process killed while copying the bundled versions leaves
+        partial.import_version(BUNDLED / "versions" / version)
+    assert partial.live_version() is None
+    store = ModelStore.open_default(tmp_path / "store")
+    assert store.live_version() == (BUNDLED / "LIVE").read_text().strip(), "workers get a model"
+    assert store.versions() == shipped
+
+
 def test_a_store_being_seeded_never_shows_an_ancestor_as_live(tmp_path):
     """Processes opening a new store together (a stack's workers) all serve the shipped model."""
     shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
