@@ -328,7 +328,15 @@ class ModelStore:
         if live == version:  # already live: the rollback history must not list it twice
             return
         if live and not force:
-            current = self.manifest(live).validation_accuracy or 0.0
+            live_manifest = self.manifest(live)
+            faces = [m.datasets.get("validation", {}).get("fingerprint") for m in (manifest, live_manifest)]
+            if all(faces) and faces[0] != faces[1]:  # e.g. a --limit subset, or another dataset
+                raise PromotionRefused(
+                    f"{version} was scored on other validation faces ({faces[0]}) than live {live} ({faces[1]}): "
+                    "their accuracies do not compare (`emostream evaluate --model VERSION` scores both on the "
+                    "same faces); use --force to promote anyway"
+                )
+            current = live_manifest.validation_accuracy or 0.0
             candidate = manifest.validation_accuracy or 0.0
             if candidate < current:
                 raise PromotionRefused(

@@ -70,6 +70,22 @@ def test_promotion_policy_and_rollback(tmp_path):
     assert [e["action"] for e in store.history()] == ["promote"] * 3 + ["rollback"] * 2
 
 
+def test_accuracies_measured_on_other_validation_faces_are_not_compared(tmp_path):
+    store = ModelStore(tmp_path)
+    scored_on = {"validation": {"fingerprint": "sha256:all-3589", "n": 3589}}
+    live = publish_brightness(store, 0.69, datasets=scored_on)
+    store.promote(live)
+    subset = {"validation": {"fingerprint": "sha256:all-3589[:200@1]", "n": 200}}
+    lucky = publish_brightness(store, 0.75, datasets=subset)  # 200 faces: a few points of luck either way
+    with pytest.raises(PromotionRefused, match=r"other validation faces .* their accuracies do not compare"):
+        store.promote(lucky)
+    assert store.live_version() == live
+    same = publish_brightness(store, 0.70, datasets=scored_on)
+    store.promote(same)
+    store.promote(lucky, force=True)
+    assert store.live_version() == lucky
+
+
 def test_promoting_the_live_version_again_leaves_the_rollback_history_alone(tmp_path):
     store = ModelStore(tmp_path)
     first, second = publish_brightness(store, 0.6), publish_brightness(store, 0.7)
