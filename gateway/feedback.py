@@ -15,6 +15,7 @@ answered 403 and nothing is stored; the samplers do not even keep frames.
 import asyncio
 import json
 import math
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from ingest.wire import Frame
 
 routes = web.RouteTableDef()
 OFF = "feedback capture is off (the operator's EMOSTREAM_FEEDBACK switch); nothing was stored"
+ADDING = threading.Lock()
+"""Faces are added one at a time (in threads off the event loop), so that the folder's limit holds."""
 BOX_SLACK = 2
 """Frame pixels a box may reach past the frame's edges (boxes are rounded to source pixels)."""
 
@@ -65,6 +68,10 @@ class FeedbackStore:
             raise ValueError(f"unknown label {label!r}; expected one of {list(EMOTIONS)}")
         if face.shape != (FACE_SIZE, FACE_SIZE) or face.dtype != np.uint8:
             raise ValueError(f"a feedback face is a {FACE_SIZE}x{FACE_SIZE} uint8 crop, got {face.dtype} {face.shape}")
+        with ADDING:
+            return self._add(face, label, predicted, model_version)
+
+    def _add(self, face: np.ndarray, label: str, predicted: str, model_version: str) -> Path:
         if self.limit and sum(self.count().values()) >= self.limit:
             raise FeedbackFull(
                 f"the feedback folder holds {self.limit} faces, the most EMOSTREAM_FEEDBACK_MAX allows; "
@@ -148,10 +155,13 @@ async def feedback(request: web.Request) -> web.Response:
     wait = limit.acquire()
     if wait:
         raise ApiError(429, "too many corrections from this stream", headers={"Retry-After": str(math.ceil(wait))})
+    limit.record(correction.seq, correction.box, kept=session.sampler.recent)  # before storing: one at a time
     feedback_store = FeedbackStore(settings.feedback_dir, enabled=True, limit=settings.feedback_max)
     try:
         path = await asyncio.to_thread(store, fields, correction, feedback_store)
-    except FeedbackFull as full:
-        raise ApiError(507, str(full)) from None
-    limit.record(correction.seq, correction.box, kept=session.sampler.recent)
+    except Exception as err:
+        limit.forget(correction.seq, correction.box)
+        if isinstance(err, FeedbackFull):
+            raise ApiError(507, str(err)) from None
+        raise
     return web.json_response({"stored": str(path), "label": correction.label}, status=201)

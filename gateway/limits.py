@@ -101,5 +101,10 @@ class CorrectionLimit:
         return 0.0 if self.bucket.take() else max(self.bucket.wait(), 0.001)
 
     def record(self, seq: int, box: Sequence[float], kept: Collection[int]) -> None:
-        """Remember a stored correction; frames no longer ``kept`` cannot be corrected, so they are forgotten."""
+        """Remember a correction as it is being stored (a second one of the face, even at once, is a repeat);
+        frames no longer ``kept`` cannot be corrected, so they are forgotten."""
         self.done = {key for key in self.done if key[0] in kept} | {self._key(seq, box)}
+
+    def forget(self, seq: int, box: Sequence[float]) -> None:
+        """A correction that could not be stored after all: it may be sent again."""
+        self.done.discard(self._key(seq, box))

@@ -1,5 +1,7 @@
 """Feedback capture through the gateway: a real aiortc camera, a real gateway and Redis; the test is the worker."""
 
+import asyncio
+
 import aiohttp
 import numpy as np
 import redis.asyncio as aioredis
@@ -56,9 +58,12 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
                 "bad label": await post(http, served.url, {**correction, "label": "contempt"}),
                 "bad box": await post(http, served.url, {**correction, "box": [1, 2, 0, 5]}),
                 "box off the frame": await post(http, served.url, {**correction, "box": [5000, 10, 50, 50]}),
+                "that box again": await post(http, served.url, {**correction, "box": [5000, 10, 50, 50]}),
                 "missing field": await post(http, served.url, {"stream": client.stream, "seq": frame.seq}),
                 "again": await post(http, served.url, correction),
             }
+            other_face = {**correction, "box": [box[0] + 100, *box[1:]]}
+            together = await asyncio.gather(*(post(http, served.url, other_face) for _ in range(2)))
             flood = []  # other faces of the frame, one after another: the stream's allowance runs out
             for shift in range(1, 16):
                 moved = {**correction, "box": [box[0] + shift, *box[1:]]}
@@ -66,9 +71,9 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
                     flood.append((response.status, response.headers.get("Retry-After")))
             await client.close()
             await redis.aclose()
-            return frame, answers, flood
+            return frame, answers, together, flood
 
-    frame, answers, flood = run(scenario())
+    frame, answers, together, flood = run(scenario())
     status, stored = answers["stored"]
     assert status == 201 and stored["label"] == "sad", stored
     assert {name: status for name, (status, _) in answers.items()} == {
@@ -78,17 +83,19 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
         "bad label": 400,
         "bad box": 400,
         "box off the frame": 400,
+        "that box again": 400,  # not stored, so not a repeat
         "missing field": 400,
         "again": 409,
     }
     assert "no longer kept" in answers["gone"][1]["error"] and "contempt" in answers["bad label"][1]["error"]
     assert "corrected already" in answers["again"][1]["error"], "one face of one frame is corrected once"
+    assert sorted(status for status, _ in together) == [201, 409], "even two at once"
     statuses = [status for status, _ in flood]
     accepted = statuses.count(201)
     assert 0 < accepted < len(flood) and statuses == [201] * accepted + [429] * (len(flood) - accepted), statuses
     assert all(int(wait) >= 1 for status, wait in flood if status == 429), "a 429 says when to try again"
     dataset = load_folder(tmp_path / "feedback")
-    assert dataset.labels.tolist() == [EMOTIONS.index("sad")] * (1 + accepted), "only what was accepted is stored"
+    assert dataset.labels.tolist() == [EMOTIONS.index("sad")] * (2 + accepted), "only what was accepted is stored"
     expected = crop_face(frame.image, tuple(v / frame.scale for v in box))
     assert frame.scale == 2.0, "the box was given in source pixels of a downscaled frame"
     assert any(np.array_equal(image, expected) for image in dataset.images), "the face as a worker crops it"
