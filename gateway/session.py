@@ -134,9 +134,12 @@ class Session:
             self.pc.addTrack(self.labelled)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self._on_message(channel)  # opening a channel counts against the browser's allowance, as a message does
         if channel.label == RESULTS_CHANNEL and self.channel is None:
             self.channel = channel
             channel.on("message", self._on_message)
+        else:  # the one results channel is all this gateway speaks
+            channel.close()
 
     def _on_message(self, message: object) -> None:
         if not self.incoming_limit.take() and not self.closed:

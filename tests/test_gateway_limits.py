@@ -160,6 +160,23 @@ def test_a_browser_flooding_the_results_channel_is_disconnected(redis_server):
     run(scenario())
 
 
+def test_other_data_channels_are_closed_and_opening_many_disconnects(redis_server):
+    async def scenario():
+        async with serving(settings_for(redis_server)) as served:
+            client = await connect(served.url, camera(), keep_frames=1)
+            await until(lambda: client.channel.readyState == "open", 30, "the results channel open")
+            extra = client.pc.createDataChannel("results")  # a second one, uncounted before
+            await until(lambda: extra.readyState == "closed", 30, "the second channel closed by the gateway")
+            kept = bool(served.hub.sessions) and client.channel.readyState == "open"
+            for index in range(200):
+                client.pc.createDataChannel(f"spam {index}")
+            await until(lambda: not served.hub.sessions, 30, "the stream opening channels closed")
+            await client.close()
+            return kept
+
+    assert run(scenario()), "one channel too many is closed, not the stream"
+
+
 def test_token_buckets_refill_and_the_client_table_stays_bounded():
     now = [0.0]
     bucket = TokenBucket(rate=2.0, capacity=3, clock=lambda: now[0])
