@@ -54,9 +54,20 @@ STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file(
 OFFER_TIMEOUT = 20.0
 """Seconds to answer an offer (ICE gathering included) before giving up with 504."""
 READY_TIMEOUT = 2.0
+REDIS_TIMEOUT_S = 5.0
+"""A Redis answer later than this (the longest wait asked of it is a 1 s XREAD BLOCK) means the
+connection was lost without a word (a dead node, a NAT that forgot it): it is dropped and made again.
+redis-py 8 waits as long by default; 5 to 7, which ``redis>=5`` allows, waited for ever."""
 WORKER_MAX_AGE = 5.0
 """Seconds since its last heartbeat (one a second) after which a worker is no longer listed in /api/targets."""
 __all__ = ["HUB", "ApiError", "create_app"]  # HUB and ApiError live in gateway.api
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """The gateway's Redis client: answers that never come are given up (:data:`REDIS_TIMEOUT_S`)."""
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=REDIS_TIMEOUT_S, socket_keepalive=True
+    )
 
 
 @web.middleware
@@ -219,7 +230,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     access.check_exposure(settings)
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=READY_TIMEOUT)
+        client = redis_client(redis_url)
         sync = redis.Redis.from_url(redis_url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=30)
         hub = Hub(settings, client, metrics)
         await hub.start()

@@ -1,22 +1,31 @@
-"""Faults under load, with real processes: a worker killed with SIGKILL, Redis restarted.
+"""Faults under load, with real processes: a worker killed with SIGKILL, Redis restarted; and a
+gateway's Redis connection gone silent.
 
 Several aiortc clients stream real faces through a gateway process to worker processes; the
 checks are that no stream stalls, that no frame is answered twice, and that what was lost is
 reclaimed or counted.
 """
 
+import asyncio
 import os
 import signal
+import time
 from collections import Counter
 
 import pytest
 import redis
 from clips import make_clip, validation_faces
 from gateway_helpers import ClipTrack, GatewayProcess, connect, run, until
+from silent_proxy import SilentProxy
 
 from emostream.config import Settings
+from emostream.metrics import Metrics
 from emostream.redis_server import RedisServer
 from emostream.stack import EmbeddedStack
+from gateway.app import REDIS_TIMEOUT_S
+from gateway.app import redis_client as redis_client_of_gateway
+from gateway.results import ResultReader
+from ingest.wire import Result
 
 STREAMS = 3
 READY_S = 240.0
@@ -110,3 +119,28 @@ def test_redis_restart_under_load_recovers_by_itself(tmp_path, face_frames):
                         await c.close()
 
             run(scenario(), timeout=READY_S * 2)
+
+
+def test_a_gateway_whose_redis_connection_goes_silent_reconnects(redis_server, redis_client):
+    """The connection's far end vanishes without closing it (a dead host, a NAT that forgot it): the
+    result reader's blocked XREAD must give up and read on a new connection, not wait for ever."""
+    key = Settings().keys.results("gw-silent")
+    delivered: list[Result] = []
+
+    async def scenario() -> None:
+        async with SilentProxy(redis_server.port) as proxy:
+            client = redis_client_of_gateway(f"redis://127.0.0.1:{proxy.port}/0")
+            reader = ResultReader(client, key, lambda r: delivered.append(r) or True, Metrics())
+            task = asyncio.create_task(reader.run())
+            try:
+                await until(lambda: proxy.connections, 10, "the reader connected")
+                proxy.silence()
+                result = Result("cam", 1, time.time(), "v1", [], "w", {}, [64, 48])
+                redis_client.xadd(key, result.encode())
+                await until(lambda: delivered, REDIS_TIMEOUT_S * 3, "the result read on a new connection")
+            finally:
+                task.cancel()
+                await client.aclose()
+
+    run(scenario())
+    assert [r.seq for r in delivered] == [1]
