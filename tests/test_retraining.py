@@ -202,6 +202,14 @@ def test_data_outside_the_allowed_roots_or_missing_is_refused_before_queueing(tr
     assert not redis.Redis.from_url(trainer_env["REDIS_URL"]).keys("rq:job:*"), "nothing was queued"
 
 
+def test_a_trainer_refuses_a_queued_job_whose_data_is_outside_its_own_folders(trainer_env):
+    """The enqueuer checks against every trainer's folders; the trainer that takes the job, against its own."""
+    client = redis.Redis.from_url(trainer_env["REDIS_URL"])
+    job = enqueue(client, RetrainSpec(epochs=1, data="/etc"))  # as an enqueuer trusting another trainer would
+    view = ended(job.id, trainer_env, time.monotonic() + 120, "the job did not end")
+    assert view["status"] == "failed" and "'/etc' is outside the folders this trainer may read" in view["error"]
+
+
 def test_jobs_commands_name_an_unknown_or_ended_job_in_one_line(redis_server, tmp_path):
     env = {"REDIS_URL": redis_server.url, "EMOSTREAM_MODEL_STORE": str(tmp_path)}
     job = enqueue(redis.Redis.from_url(redis_server.url), RetrainSpec(epochs=1))  # queued: no trainer takes it

@@ -74,21 +74,28 @@ def check_data(spec: RetrainSpec, offers: list[dict]) -> RetrainSpec:
             "no trainer is running, so a job would wait forever: start `emostream trainer` on a host "
             "that has the dataset (`emostream up` runs one)"
         )
-    named, spec.data = spec.data, spec.data or offers[0]["data"]
-    roots = sorted({Path(root) for o in offers for root in o["roots"]})
-    resolved = {path: Path(path).expanduser().resolve() for path in [spec.data, *spec.extra_train]}
-    for path, kind in [(spec.data, "data"), *((extra, "extra_train") for extra in spec.extra_train)]:
-        if not any(resolved[path] == root or resolved[path].is_relative_to(root) for root in roots):
-            raise ValueError(
-                f"{kind} {path!r} is outside the folders trainers may read "
-                f"(EMOSTREAM_DATA_ROOTS: {', '.join(map(str, roots))})"
-            )
-    if not any(str(resolved[spec.data]) in o["datasets"] for o in offers):
+    named = spec.data
+    # absolute, as here: the trainer runs elsewhere, in another folder, maybe as another user
+    spec.data = str(Path(spec.data or offers[0]["data"]).expanduser().resolve())
+    spec.extra_train = [str(Path(extra).expanduser().resolve()) for extra in spec.extra_train]
+    check_roots(spec, sorted({Path(root) for o in offers for root in o["roots"]}), "trainers")
+    if not any(spec.data in o["datasets"] for o in offers):
         default = "" if named else " (the trainer's EMOSTREAM_DATA: see the README on getting FER2013)"
         raise ValueError(
             f"no dataset at {spec.data}{default}: a trainer expects train/ and validation/ folders or a Kaggle CSV"
         )
     return spec
+
+
+def check_roots(spec: RetrainSpec, roots: list[Path], who: str) -> None:
+    """``ValueError`` naming the first path of ``spec`` outside ``roots`` (the folders ``who`` may read)."""
+    for path, kind in [(spec.data, "data"), *((extra, "extra_train") for extra in spec.extra_train)]:
+        resolved = Path(path).expanduser().resolve()
+        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+            raise ValueError(
+                f"{kind} {path!r} is outside the folders {who} may read "
+                f"(EMOSTREAM_DATA_ROOTS: {', '.join(map(str, roots))})"
+            )
 
 
 def offers(client: redis.Redis, settings: Settings) -> list[dict]:

@@ -28,7 +28,7 @@ from rq.job import Job
 from emostream.config import Settings
 from model_store.announcement import announce
 from model_store.errors import PromotionRefused
-from training.client import QUEUE, RetrainSpec, cancel_key
+from training.client import QUEUE, RetrainSpec, cancel_key, check_roots
 from training.history import read_history
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ def run_job(raw_spec: dict) -> dict:
     spec = RetrainSpec.model_validate(raw_spec)
     settings = Settings.from_env()
     spec.data = spec.data or str(settings.data)
+    # the enqueuer checked the union of every trainer's folders: this one reads only its own
+    check_roots(spec, settings.allowed_data(), "this trainer")
     env = dict(os.environ)
     job = get_current_job()
     job_id = job.id if job else f"local-{int(time.time())}"
