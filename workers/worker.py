@@ -208,7 +208,8 @@ class Worker:
         self.metrics.results_published.inc(published)
         if published < len(results):
             log.warning(
-                "%d frame(s) were answered by another worker first; not published twice", len(results) - published
+                "%d frame(s) were answered or reclaimed by another worker meanwhile; not published twice",
+                len(results) - published,
             )
         return results
 
