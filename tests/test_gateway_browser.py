@@ -110,7 +110,7 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
         page.wait_for_function("!document.querySelector('#retrain-form button[type=submit]').disabled")
         page.fill("#retrain-form [name=epochs]", "2")
         page.check("#retrain-form [name=include_feedback]")
-        page.click("#retrain-form button[type=submit]")
+        page.dblclick("#retrain-form button[type=submit]")  # an impatient double click queues one job
         page.wait_for_selector(".job.queued")
         with urllib.request.urlopen(f"{gateway.url}/api/training-jobs", timeout=10) as response:
             (job,) = json.load(response)["jobs"]

@@ -139,6 +139,9 @@ async function refreshBoth() {
 
 async function startJob(event) {
   event.preventDefault();
+  const submit = event.target.querySelector("button[type=submit]");
+  if (submit.disabled) return;
+  submit.disabled = true; // one job per click, however fast the clicks come (the refresh enables it again)
   const form = new FormData(event.target);
   const spec = {
     epochs: Number(form.get("epochs")),
