@@ -104,12 +104,13 @@ class ModelStore:
 
     @classmethod
     def open_default(cls, root: str | Path, bundled: Path = BUNDLED) -> "ModelStore":
-        """Open ``root``; a store without a live version (new, or a seeding that was killed part way)
-        receives the bundled versions and their live pointer; versions it holds already are kept."""
+        """Open ``root``; a store without a live version that holds nothing but bundled versions (new, or
+        a seeding killed part way) receives the bundled versions and their live pointer."""
         store = cls(root)
         if store.live_version() is None and (bundled / "LIVE").exists():
             with store._locked():  # several processes may open a new store at once: one seeds it
-                if store.live_version() is None:
+                shipped = {path.name for path in (bundled / "versions").iterdir()}
+                if store.live_version() is None and set(store.versions()) <= shipped:
                     store._seed(bundled)
         return store
 
