@@ -143,14 +143,14 @@ def tokenless_guard(request: web.Request, cors_origins: frozenset[str]) -> None:
 def access_middleware(settings: Settings):
     """Tokens and roles (see the module documentation); the role is left in ``request[ROLE]``."""
     trusted = trusted_networks(settings)
-    tokenless = not (settings.token or settings.admin_token)
+    tokenless, origins = not (settings.token or settings.admin_token), cors_origins(settings)
 
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
         if tokenless:
-            tokenless_guard(request, cors_origins(settings))
+            tokenless_guard(request, origins)
         if request.path == "/" and "token" in request.query:
             given = request.query["token"]
             if role_of(settings, given) is None or not (settings.token or settings.admin_token):

@@ -155,7 +155,8 @@ async def feedback(request: web.Request) -> web.Response:
     wait = limit.acquire()
     if wait:
         raise ApiError(429, "too many corrections from this stream", headers={"Retry-After": str(math.ceil(wait))})
-    limit.record(correction.seq, correction.box, kept=session.sampler.recent)  # before storing: one at a time
+    # remembered before it is stored: the same face sent twice at once is a repeat
+    limit.record(correction.seq, correction.box, kept=session.sampler.recent)
     feedback_store = FeedbackStore(settings.feedback_dir, enabled=True, limit=settings.feedback_max)
     try:
         path = await asyncio.to_thread(store, fields, correction, feedback_store)
