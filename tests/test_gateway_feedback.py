@@ -32,6 +32,11 @@ async def camera_with_frames(served, settings: Settings, frames: list[np.ndarray
     return client, redis, received
 
 
+def sad_not_happy(stream: str, seq: int, box: list) -> dict:
+    """The correction body of one face of frame ``seq``: the worker said happy, the user says sad."""
+    return {"stream": stream, "seq": seq, "box": box, "label": "sad", "predicted": "happy", "model_version": "v1"}
+
+
 def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_path):
     frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
     box = list(truth[0][0].box)
@@ -43,14 +48,7 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             client, redis, received = await camera_with_frames(served, settings, frames)
             frame = received[-1]
-            correction = {
-                "stream": client.stream,
-                "seq": frame.seq,
-                "box": box,
-                "label": "sad",
-                "predicted": "happy",
-                "model_version": "v1",
-            }
+            correction = sad_not_happy(client.stream, frame.seq, box)
             answers = {
                 "stored": await post(http, served.url, correction),
                 "gone": await post(http, served.url, {**correction, "seq": 10**6}),
@@ -110,15 +108,7 @@ def test_a_full_feedback_folder_answers_507_and_stores_nothing(redis_server, tmp
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             client, redis, received = await camera_with_frames(served, settings, frames)
-            correction = {
-                "stream": client.stream,
-                "seq": received[-1].seq,
-                "box": list(truth[0][0].box),
-                "label": "sad",
-                "predicted": "happy",
-                "model_version": "v1",
-            }
-            answer = await post(http, served.url, correction)
+            answer = await post(http, served.url, sad_not_happy(client.stream, received[-1].seq, list(truth[0][0].box)))
             await client.close()
             await redis.aclose()
             return answer
@@ -135,15 +125,7 @@ def test_nothing_is_kept_or_stored_while_the_switch_is_off(redis_server, tmp_pat
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             client, redis, received = await camera_with_frames(served, settings, frames)
-            correction = {
-                "stream": client.stream,
-                "seq": received[-1].seq,
-                "box": list(truth[0][0].box),
-                "label": "sad",
-                "predicted": "happy",
-                "model_version": "v1",
-            }
-            answer = await post(http, served.url, correction)
+            answer = await post(http, served.url, sad_not_happy(client.stream, received[-1].seq, list(truth[0][0].box)))
             kept = len(served.hub.sessions[client.stream].sampler.recent)
             async with http.get(f"{served.url}/api/config") as response:
                 config = await response.json()
