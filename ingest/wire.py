@@ -4,7 +4,8 @@ A frame is one entry of the frames stream (see :mod:`ingest.keys`); its fields a
 
     v       wire version (WIRE_VERSION)
     stream  the camera stream's id
-    seq     frame index in its stream (0-based)
+    seq     index of the frame among those sent on its stream (0-based, consecutive: workers
+            read a gap as frames another worker took, and search the next frame whole)
     ts      capture time, seconds since the epoch (float)
     scale   source pixels per frame pixel (the frame may be downscaled before sending)
     enc     "jpeg" (grayscale JPEG) or "gray" (raw 8-bit grayscale, row-major)

@@ -46,11 +46,12 @@ def test_a_file_gives_one_result_per_frame_in_order_never_more_than_the_window_a
     assert not redis_client.keys("emostream:results:*")  # the reply stream is cleaned up
 
 
-def test_a_file_with_fps_sends_only_sampled_frames(avi, redis_server, redis_client):
+def test_a_file_with_fps_sends_only_sampled_frames_numbered_consecutively_on_the_wire(avi, redis_server, redis_client):
     settings = settings_for(redis_server)
-    with StubbedWorker(redis_server.url, settings):
+    with StubbedWorker(redis_server.url, settings) as worker:
         lines, summary = ingest(open_source(str(avi), settings, fps=2.5), redis_client, settings)
     assert [line["seq"] for line in lines] == [0, 4, 8, 12, 16, 20, 24, 28] and summary.sent == 8
+    assert [frame.seq for frame in worker.delivered] == list(range(8))  # workers' tracking sees no gaps
 
 
 def test_frames_workers_drop_are_sent_again(avi, redis_server, redis_client):

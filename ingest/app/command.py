@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="label the faces of a video file, RTSP/HTTP camera or local camera",
         description="Writes one JSON line per processed frame, in seq order: "
         '{"stream", "seq", "ts", "model_version", "faces": [{"box": [x, y, w, h], "label", "score", "scores"}]}, '
-        "boxes in source pixels. ts: capture time (live) or queueing time (file), epoch seconds.",
+        "boxes in source pixels. seq: the frame's index in its source. "
+        "ts: capture time (live) or queueing time (file), epoch seconds.",
     )
     p.add_argument("--source", required=True, help="video file, rtsp:// or http:// URL, or camera index (0, 1...)")
     p.add_argument(

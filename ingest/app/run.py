@@ -10,9 +10,10 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
+import numpy as np
 import redis
 
 from emostream.config import Settings
@@ -69,8 +70,9 @@ class IngestRun:
         self.producer = Producer(client, settings, self.stream, reply, self.window)
         self.collector = Collector(client, reply)
         self.writer = OrderedWriter(out)
-        self.media_times: dict[int, float] = {}
-        """A file's frames in flight: their media time, by seq (the time their faces are tracked by)."""
+        self.in_flight: dict[int, tuple[int, float | None]] = {}
+        """Frames in flight by their seq on the wire (consecutive, as workers' face tracking needs): their
+        index in the source, and a file's media time (the time their faces are tracked by)."""
         self.summary = Summary()
 
     def run(self) -> Summary:
@@ -96,9 +98,7 @@ class IngestRun:
                 self._pump(POLL_S)
             if self.stop.is_set():
                 return
-            self.producer.send(seq, time.time(), image)  # stamped now: its age is what workers check
-            self.media_times[seq] = media_time
-            self.summary.sent += 1
+            self._send(seq, time.time(), image, media_time)  # stamped now: its age is what workers check
 
     def _send_live(self, source: LiveSource) -> None:
         while not self.stop.is_set() and not source.finished():
@@ -109,8 +109,15 @@ class IngestRun:
             if self.window.full:
                 self.summary.dropped += 1
             else:
-                self.producer.send(captured.seq, captured.ts, captured.image)
-                self.summary.sent += 1
+                self._send(captured.seq, captured.ts, captured.image, None)
+
+    def _send(self, index: int, ts: float, image: np.ndarray, media_time: float | None) -> None:
+        """Queue the source's frame ``index`` as the next seq of the stream: a sampled source skips
+        frames, and a gap in seq would read to workers as frames another worker took."""
+        seq = self.summary.sent
+        self.producer.send(seq, ts, image)
+        self.in_flight[seq] = (index, media_time)
+        self.summary.sent += 1
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.resend_after
@@ -122,7 +129,8 @@ class IngestRun:
         """Take in results, resend or give up overdue frames, write what is complete."""
         for result in self.collector.poll(wait):
             if result.stream == self.stream and self.window.done(result.seq, time.monotonic()):
-                self.writer.add(result, self.media_times.pop(result.seq, None))
+                index, media_time = self.in_flight.pop(result.seq)
+                self.writer.add(replace(result, seq=index), media_time)
                 self.summary.results += 1
         now = time.monotonic()
         resend, lost = self.window.overdue(now, retry=not self.source.live)
@@ -131,10 +139,11 @@ class IngestRun:
         self.summary.resent += len(resend)
         self.summary.dropped += len(lost)
         for frame in lost:
-            self.media_times.pop(frame.seq, None)
+            del self.in_flight[frame.seq]
         if self.window.stalled(now, self.settings.stall_timeout):
             raise IngestStalled(
                 f"no results from workers for {self.settings.stall_timeout:.0f} s: are workers running "
                 f"on this Redis and reading {self.settings.keys.frames}?"
             )
-        self.writer.flush(before=self.window.oldest())
+        oldest = self.window.oldest()
+        self.writer.flush(before=None if oldest is None else self.in_flight[oldest][0])
