@@ -132,6 +132,9 @@ class Settings:
     data: Path = field(default_factory=lambda: _data_home(os.environ) / "fer2013")
     """The dataset retraining jobs use unless they name one: a folder with ``train/`` and ``validation/``, or
     FER2013's Kaggle CSV."""
+    trainer_heartbeat: int = 15
+    """Seconds between a trainer's heartbeats; one silent for three is taken for dead: it is no longer
+    offered to enqueuers, and the job it was running ends as failed."""
     data_roots: str = ""
     """Comma-separated folders (or files) a retraining job may read data from (empty: ``data`` and ``feedback_dir``)."""
 

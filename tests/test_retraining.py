@@ -20,7 +20,7 @@ from rq.job import Job
 from emostream.config import Settings
 from ingest.wire import Frame, Result
 from model_store.announcement import announce
-from training.client import RetrainSpec, enqueue, offers
+from training.client import ABANDONED, RetrainSpec, enqueue, offers
 from training.data import load_folder
 from training.jobs import find_datasets
 from workers.classify import LiveModel
@@ -43,6 +43,7 @@ def trainer_env(redis_server, tmp_path, tiny_fer):
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
         "EMOSTREAM_DATA": str(tiny_fer),
         "EMOSTREAM_DATA_ROOTS": f"{tiny_fer},{tmp_path / 'data'}",
+        "EMOSTREAM_TRAINER_HEARTBEAT": "1",  # a job outliving 3 s outlives it only if its trainer keeps beating
     }
     with trainer_process(env):
         yield env
@@ -95,6 +96,16 @@ def test_manual_policy_publishes_without_promoting(trainer_env, tiny_fer):
     assert view["status"] == "finished" and view["promoted"] is False
     assert store.live_version() == live and view["version"] in store.versions()
     assert not redis_values_containing(redis.Redis.from_url(trainer_env["REDIS_URL"]), SECRET.encode())
+
+
+def test_a_model_auto_promotion_refuses_says_why(trainer_env, tiny_fer):
+    store = brightness_store(trainer_env["EMOSTREAM_MODEL_STORE"], accuracy=1.0)
+    live = store.live_version()
+    done = run_cli("retrain", "--data", str(tiny_fer), "--epochs", "1", "--limit", "70", "--wait", env=trainer_env)
+    view = job_view(done, trainer_env)
+    assert view["status"] == "finished" and view["promoted"] is False and store.live_version() == live
+    assert f"below live {live} (1.0000)" in view["not_promoted"]
+    assert view["not_promoted"] in done.stdout.splitlines()[-1]
 
 
 SECRET = "tok-9f1c2e7d5b3a"
@@ -289,12 +300,15 @@ def training_children(job_id: str) -> list[int]:
     return pids
 
 
-def test_a_trainer_killed_mid_job_takes_its_training_child_with_it(redis_server, tmp_path, tiny_fer):
+def test_a_trainer_killed_mid_job_takes_its_child_with_it_and_its_job_fails_within_three_heartbeats(
+    redis_server, tmp_path, tiny_fer
+):
     env = {
         "REDIS_URL": redis_server.url,
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
         "EMOSTREAM_DATA": str(tiny_fer),
+        "EMOSTREAM_TRAINER_HEARTBEAT": "1",
     }
     store = brightness_store(env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     with trainer_process(env) as trainer:
@@ -315,6 +329,11 @@ def test_a_trainer_killed_mid_job_takes_its_training_child_with_it(redis_server,
                 os.kill(pid, signal.SIGKILL)
     # an orphan trains on unwatched, stops early on this tiny set and publishes
     assert len(store.versions()) == 1, "the training child went with its trainer, before publishing anything"
+    # RQ alone would call the job "started" until its 6-hour timeout ran out, and offer the dead trainer that long
+    view = ended(job_id, env, time.monotonic() + 60, "the dead trainer's job still looks alive")
+    assert view["status"] == "failed" and view["error"] == ABANDONED
+    refused = run_cli("retrain", "--epochs", "1", env=env)
+    assert refused.returncode == 2 and "no trainer is running" in refused.stderr
 
 
 def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis_server, redis_client, tmp_path):

@@ -13,8 +13,9 @@ from typing import Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 
 from emostream.config import Settings
 
@@ -159,6 +160,9 @@ def cancel(client: redis.Redis, settings: Settings, job_id: str) -> Job:
 def describe(job: Job) -> dict:
     """The JSON view of a job for the API and the CLI."""
     status = job.get_status()  # before the rest: all a job saved before it ended is then read below
+    if status == JobStatus.STARTED:  # RQ ends the job of a dead trainer only when its registry is cleaned
+        StartedJobRegistry(job.origin, connection=job.connection).cleanup()
+        status = job.get_status()
     job.refresh()
     cancelled = job.meta.get("phase") == "cancelled"
     failure = job.latest_result() if job.is_failed else None  # one fetch of the stored exception
@@ -174,8 +178,9 @@ def describe(job: Job) -> dict:
         "phase": job.meta.get("phase"),
         "version": job.meta.get("version"),
         "promoted": job.meta.get("promoted"),
+        "not_promoted": job.meta.get("not_promoted"),
         "shadow": job.meta.get("shadow"),
-        "error": job.meta.get("error") or _last_line(failure.exc_string if failure else None),
+        "error": job.meta.get("error") or _failure(failure.exc_string if failure else None),
     }
 
 
@@ -202,5 +207,14 @@ def list_jobs(client: redis.Redis) -> list[dict]:
     return sorted(views, key=lambda view: view["enqueued_at"] or "", reverse=True)
 
 
-def _last_line(text: str | None) -> str | None:
-    return text.strip().splitlines()[-1] if text and text.strip() else None
+ABANDONED = (
+    "its trainer stopped while the job ran (killed, or cut off from Redis); "
+    "a version it had published by then stays in the model store, not promoted"
+)
+
+
+def _failure(text: str | None) -> str | None:
+    """The last line of a failed job's exception, or what RQ's word for a lost job means."""
+    if not text or not text.strip():
+        return None
+    return ABANDONED if AbandonedJobError.__name__ in text else text.strip().splitlines()[-1]

@@ -359,6 +359,8 @@ def _outcome(view: dict) -> str:
     last = view["progress"][-1] if view["progress"] else {}
     accuracy = f", last val_accuracy {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
     promoted = "promoted (live)" if view["promoted"] else "published, not promoted"
+    if view.get("not_promoted"):
+        promoted += f" ({view['not_promoted']})"
     return f"job {view['id']} finished: version {view['version']} {promoted}{accuracy}"
 
 

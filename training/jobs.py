@@ -18,11 +18,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import redis
 from rq import Queue, SimpleWorker, get_current_job
+from rq.executions import Execution
 from rq.job import Job
 
 from emostream.config import Settings
@@ -75,20 +77,54 @@ def offer(settings: Settings) -> dict:
     return {"data": str(settings.data.resolve()), "roots": [str(r) for r in roots], "datasets": find_datasets(roots)}
 
 
-OFFER_EVERY_S = 15
-"""A trainer's heartbeat (and offer) interval: a dataset added under a root is offered within this."""
-
-
 class Trainer(SimpleWorker):
-    """RQ's non-forking worker that, at every heartbeat, tells enqueuers which data it can read."""
+    """RQ's non-forking worker that, at every heartbeat, tells enqueuers which data it can read (a
+    dataset added under a root is offered at the next one), and keeps beating while a job runs."""
 
     settings: Settings
 
+    @property
+    def liveness(self) -> int:
+        """Seconds without a heartbeat after which this trainer and its running job are taken for dead."""
+        return 3 * self.settings.trainer_heartbeat
+
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
-        self.connection.set(
-            self.settings.keys.trainer(self.name), json.dumps(offer(self.settings)), ex=max(60, (timeout or 0) + 30)
-        )
+        self.connection.set(self.settings.keys.trainer(self.name), json.dumps(offer(self.settings)), ex=self.liveness)
+
+    def unsubscribe(self) -> None:
+        """RQ's, without then waiting for its pub/sub thread: redis-py's can be waiting up to a minute for a
+        subscription the unsubscribe just ended, past the grace a supervisor gives a stopping process
+        (a daemon thread, it ends with the process)."""
+        if self.pubsub_thread:
+            self.pubsub.unsubscribe()
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """How long a running job's entry in RQ's started registry lasts unrenewed (RQ's own: the job's
+        whole timeout, hours, so a job whose trainer died would stay "started" that long)."""
+        return self.liveness
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """Run the job while a thread renews this trainer's and the job's heartbeats (RQ's
+        non-forking worker renews neither while a job runs)."""
+        stop = threading.Event()
+        beats = threading.Thread(target=self._beat, args=(job, execution, stop), name="trainer-heartbeat", daemon=True)
+        beats.start()
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beats.join()
+
+    def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.trainer_heartbeat):
+            try:
+                with self.connection.pipeline() as pipeline:
+                    self.heartbeat(self.liveness, pipeline)
+                    execution.heartbeat(job.started_job_registry, self.liveness, pipeline)
+                    pipeline.execute()
+            except redis.RedisError as err:  # the next beat tries again; three missed and the job is lost
+                log.warning("trainer heartbeat failed: %s", err)
 
     def register_death(self) -> None:
         self.connection.delete(self.settings.keys.trainer(self.name))
@@ -183,6 +219,7 @@ def run_job(raw_spec: dict) -> dict:
             announce(client, settings, version)
         except PromotionRefused as err:
             log.info("job %s: %s", job_id, err)
+            _set_meta(job, not_promoted=str(err))
     _set_meta(job, phase="done", version=version, promoted=promoted)
     return {"version": version, "promoted": promoted, "metrics": manifest.metrics}
 
@@ -241,6 +278,7 @@ def _set_meta(job: Job | None, **values: object) -> None:
 def run_trainer(settings: Settings, burst: bool = False) -> None:
     """``emostream trainer``: a non-forking RQ worker on the training queue."""
     client = redis.Redis.from_url(settings.require_redis_url("trainers take jobs from the shared Redis"))
-    trainer = Trainer([Queue(QUEUE, connection=client)], connection=client, worker_ttl=OFFER_EVERY_S + 15)
+    # RQ blocks for a job worker_ttl - 15 seconds at a time and beats in between
+    trainer = Trainer([Queue(QUEUE, connection=client)], connection=client, worker_ttl=settings.trainer_heartbeat + 15)
     trainer.settings = settings
     trainer.work(burst=burst, with_scheduler=False)

@@ -99,6 +99,7 @@ function jobItem(job) {
   const parts = [`epoch ${job.progress.length}/${epochs}`];
   if (last && typeof last.val_accuracy === "number") parts.push(`val_accuracy ${last.val_accuracy.toFixed(4)}`);
   if (job.version) parts.push(`version ${job.version}${job.promoted ? " (promoted)" : ""}`);
+  if (job.not_promoted) parts.push(`not promoted: ${job.not_promoted}`);
   if (job.error) parts.push(`error: ${job.error}`);
   detail.textContent = parts.join(" · ");
   item.append(head, bar, detail);
