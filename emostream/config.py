@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-ICE_URL = re.compile(r"stuns?:[\w.-]+(:\d{1,5})?|(?P<turn>turns?):[\w.-]+(:\d{1,5})?(\?transport=(udp|tcp))?")
-"""A STUN or TURN URL (RFC 7064, 7065) as the gateway's WebRTC stack reads it: a name or IPv4 address."""
+_HOST = r"[\w.-]+(:\d{1,5})?"
+ICE_URL = re.compile(rf"stun:{_HOST}|(?P<turn>turn:{_HOST}(\?transport=(udp|tcp))?|turns:{_HOST}(\?transport=tcp)?)")
+"""A STUN or TURN URL (RFC 7064, 7065) that both browsers and the gateway's WebRTC stack use: a name or
+IPv4 address; not ``stuns:`` (STUN over TLS) nor ``turns:`` over UDP (DTLS), which they pass over."""
 
 
 def _data_home(env: Mapping[str, str]) -> Path:
@@ -170,7 +172,8 @@ class Settings:
             if not match:
                 raise ValueError(
                     f"EMOSTREAM_ICE_SERVERS: {url!r} is not a STUN or TURN URL "
-                    "(stun:HOST[:PORT] or turn:HOST[:PORT][?transport=udp|tcp]; stuns:, turns: alike)"
+                    "(stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT][?transport=tcp]; "
+                    "browsers and the gateway pass over stuns: and TURN over DTLS)"
                 )
             if not match["turn"]:
                 servers.append({"urls": url})

@@ -156,6 +156,9 @@ def test_ice_servers_are_checked_when_the_settings_are_read():
     for value, message in [
         ("stun.example.org:3478", "'stun.example.org:3478' is not a STUN or TURN URL"),  # no scheme
         ("stun:stun.example.org?transport=udp", "is not a STUN or TURN URL"),  # STUN has no transport
+        # URLs that browsers and aiortc alike would pass over in silence
+        ("stuns:stun.example.org", "pass over stuns: and TURN over DTLS"),
+        ("turns:turn.example.org?transport=udp", "pass over stuns: and TURN over DTLS"),
         ("turn:turn.example.org", "is a TURN server: set EMOSTREAM_ICE_SECRET, or EMOSTREAM_ICE_USERNAME and"),
     ]:
         with pytest.raises(ValueError, match=message):
