@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import os
 import re
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,25 @@ _HOST = r"[\w.-]+(:\d{1,5})?"
 ICE_URL = re.compile(rf"stun:{_HOST}|(?P<turn>turn:{_HOST}(\?transport=(udp|tcp))?|turns:{_HOST}(\?transport=tcp)?)")
 """A STUN or TURN URL (RFC 7064, 7065) that both browsers and the gateway's WebRTC stack use: a name or
 IPv4 address; not ``stuns:`` (STUN over TLS) nor ``turns:`` over UDP (DTLS), which they pass over."""
+
+
+def own_address() -> str:
+    """This host's IPv4 address: its name's, or where its name does not resolve (a container's often
+    does not), the one it routes outward from; ``ValueError`` saying what to set when neither is known."""
+    name = socket.gethostname()
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # UDP: nothing is sent, the kernel only picks the route
+            return probe.getsockname()[0]
+    except OSError:
+        raise ValueError(
+            f"this host's name {name!r} does not resolve and no route leads out: set EMOSTREAM_ADVERTISE_HOST "
+            "to the address other hosts reach this one at"
+        ) from None
 
 
 def _data_home(env: Mapping[str, str]) -> Path:
@@ -252,14 +272,13 @@ class Settings:
         return env
 
     def advertised(self, bound: str) -> str:
-        """``host:port`` to register for a server bound at ``bound`` (``host:port``)."""
-        import socket
-
+        """``host:port`` to register for a server bound at ``bound`` (``host:port``); a server bound to
+        every address is advertised at this host's own (:func:`own_address`)."""
         host, port = bound.rsplit(":", 1)
         if self.advertise_host:
             host = self.advertise_host
         elif host in ("0.0.0.0", "::", ""):
-            host = socket.gethostbyname(socket.gethostname())
+            host = own_address()
         return f"{host}:{port}"
 
     @property

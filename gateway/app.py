@@ -202,7 +202,10 @@ async def targets(request: web.Request) -> web.Response:
     settings = hub.settings
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     port = sockname[1] if isinstance(sockname, tuple) else settings.port
-    address = await asyncio.to_thread(settings.advertised, f"{settings.host}:{port}")  # may resolve a host name
+    try:
+        address = await asyncio.to_thread(settings.advertised, f"{settings.host}:{port}")  # may resolve a host name
+    except ValueError as err:  # no address to give: Prometheus keeps its last list
+        raise ApiError(503, str(err)) from None
     listed = [{"targets": [address], "labels": {"role": "gateway", "gateway": hub.id}}]
     try:
         beats = await asyncio.wait_for(hub.redis.hgetall(settings.keys.workers), READY_TIMEOUT)

@@ -1,6 +1,12 @@
-"""Settings keep their secrets out of logs and messages."""
+"""Settings keep their secrets out of logs and messages, and name an address for this host whatever its name."""
+
+import ipaddress
+import shlex
+import subprocess
+import sys
 
 import pytest
+from factories import REPO
 
 from emostream.config import Settings
 
@@ -25,3 +31,26 @@ def test_secrets_stay_out_of_the_settings_repr():
 )
 def test_the_redis_url_is_shown_without_its_password(url, shown):
     assert Settings(redis_url=url).redis_shown() == shown
+
+
+def advertised_in(namespaces: list[str]) -> subprocess.CompletedProcess:
+    """``Settings().advertised("0.0.0.0:9100")`` in a process whose host name resolves nowhere, in new
+    ``namespaces`` (``unshare`` options) beside a new UTS one."""
+    script = 'from emostream.config import Settings; print(Settings().advertised("0.0.0.0:9100"))'
+    command = f"hostname no-such-host-7f3a && {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    return subprocess.run(
+        ["unshare", "--uts", *namespaces, "sh", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_host_whose_name_does_not_resolve_is_advertised_at_the_address_it_routes_out_from():
+    done = advertised_in([])
+    assert done.returncode == 0, done.stderr
+    host, port = done.stdout.strip().rsplit(":", 1)
+    assert port == "9100" and ipaddress.ip_address(host).version == 4 and not ipaddress.ip_address(host).is_loopback
+
+
+def test_a_host_with_no_name_and_no_route_says_what_to_set():
+    done = advertised_in(["--net"])
+    assert done.returncode != 0
+    assert "'no-such-host-7f3a' does not resolve and no route leads out: set EMOSTREAM_ADVERTISE_HOST" in done.stderr
