@@ -17,6 +17,7 @@ Routes::
 
     /api/training-jobs..., /api/models...   retraining and the model store (gateway.retraining)
     POST   /api/feedback                    a user's label correction (gateway.feedback)
+    POST   /api/feedback/hold               keep a frame while its user picks a correction
 
 With ``settings.token`` set, every route but the health, metrics and targets ones needs it
 (:mod:`gateway.access`); CORS headers are sent only for ``settings.cors_origins``.

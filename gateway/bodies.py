@@ -69,13 +69,18 @@ class Promotion(Body):
     """Promote even when the version is less accurate than the live one on validation."""
 
 
-class Correction(Body):
-    """A user's correction of one face's label: the result marked wrong, and the right label."""
+class Held(Body):
+    """A frame to keep while a user picks a correction of a face in it."""
 
     stream: str
     """The result's stream id."""
     seq: int = Field(ge=0)
     """The result's frame number."""
+
+
+class Correction(Held):
+    """A user's correction of one face's label: the result marked wrong, and the right label."""
+
     box: list[float] = Field(min_length=4, max_length=4)
     """The face's [x, y, w, h] in source pixels, as in the result."""
     label: Emotion

@@ -2,8 +2,9 @@
 
 Body: :class:`gateway.bodies.Correction`, the result the user marked wrong (its stream, seq, box in
 source pixels and predicted label, and model version) and the right label. The
-face is cut from the frame it was seen in (kept by the stream's sampler, the last
-:data:`~gateway.sampler.FRAMES_KEPT`) the way workers cut faces (:func:`ingest.crop.crop_face`),
+face is cut from the frame it was seen in (kept by the stream's sampler: the last
+:data:`~gateway.sampler.FRAMES_KEPT`, and those ``POST /api/feedback/hold`` asked it to keep while
+the user picks) the way workers cut faces (:func:`ingest.crop.crop_face`),
 and stored by :class:`FeedbackStore` as 48x48 crops in FER2013's ``<class>/`` folder layout, which a
 retraining job can add beside FER2013 (``emostream retrain --extra-train DIR``, or
 ``"include_feedback"``): training reads the folder, never this module.
@@ -29,8 +30,9 @@ from aiohttp import web
 from emostream.labels import EMOTIONS, FACE_SIZE
 from gateway import access
 from gateway.api import HUB, ApiError, read_body
-from gateway.bodies import Correction
-from gateway.sampler import FRAMES_KEPT
+from gateway.bodies import Correction, Held
+from gateway.sampler import FRAMES_KEPT, TrackSampler
+from gateway.session import Session
 from ingest.crop import crop_face
 from ingest.wire import Frame
 
@@ -132,23 +134,40 @@ def store(fields: dict[str, bytes | str], correction: Correction, feedback: Feed
     return feedback.add(face, correction.label, correction.predicted, correction.model_version)
 
 
-@routes.post("/api/feedback")
-async def feedback(request: web.Request) -> web.Response:
+def _kept(request: web.Request, frame: Held) -> tuple[Session, TrackSampler, dict[str, bytes | str]]:
+    """The session and sampler keeping ``frame``, and the frame's wire fields, once the request proves it
+    owns the stream; 403 while capture is off, 404 when the frame is no longer kept."""
     hub = request.app[HUB]
-    settings = hub.settings
-    if not settings.feedback:
+    if not hub.settings.feedback:
         raise ApiError(403, OFF)
-    correction = await read_body(request, Correction)
-    session = hub.sessions.get(correction.stream)
+    session = hub.sessions.get(frame.stream)
     if session is not None:
         access.check_stream_key(request, session.key)
-    fields = session.sampler.recent.get(correction.seq) if session and session.sampler else None
-    if session is None or session.sampler is None or fields is None:
+    sampler = session.sampler if session else None
+    fields = sampler.kept(frame.seq) if sampler else None
+    if session is None or sampler is None or fields is None:
         raise ApiError(
             404,
-            f"frame {correction.seq} of stream {correction.stream!r} is no longer kept "
-            f"(only the last {FRAMES_KEPT} of an open stream are); mark a newer result",
+            f"frame {frame.seq} of stream {frame.stream!r} is no longer kept (only the last {FRAMES_KEPT} "
+            "of an open stream, and those held for a correction, are); mark a newer result",
         )
+    return session, sampler, fields
+
+
+@routes.post("/api/feedback/hold")
+async def hold(request: web.Request) -> web.Response:
+    """Keep a frame while the user picks a correction of a face in it (the page asks when a picker opens)."""
+    frame = await read_body(request, Held)
+    _, sampler, _ = _kept(request, frame)
+    sampler.hold(frame.seq)
+    return web.json_response({"stream": frame.stream, "seq": frame.seq, "held": True})
+
+
+@routes.post("/api/feedback")
+async def feedback(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    correction = await read_body(request, Correction)
+    session, sampler, fields = _kept(request, correction)
     limit = session.corrections
     if limit.repeated(correction.seq, correction.box):
         raise ApiError(409, f"this face of frame {correction.seq} was corrected already; nothing more was stored")
@@ -156,7 +175,7 @@ async def feedback(request: web.Request) -> web.Response:
     if wait:
         raise ApiError(429, "too many corrections from this stream", headers={"Retry-After": str(math.ceil(wait))})
     # remembered before it is stored: the same face sent twice at once is a repeat
-    limit.record(correction.seq, correction.box, kept=session.sampler.recent)
+    limit.record(correction.seq, correction.box, kept=sampler.kept_seqs())
     feedback_store = FeedbackStore(settings.feedback_dir, enabled=True, limit=settings.feedback_max)
     try:
         path = await asyncio.to_thread(store, fields, correction, feedback_store)

@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway.access import OPEN_PATHS, TOKEN_COOKIE, operator_only
 from gateway.api import MAX_BODY
-from gateway.bodies import Answer, Correction, Error, Offer, Promotion, TrainingRequest
+from gateway.bodies import Answer, Correction, Error, Held, Offer, Promotion, TrainingRequest
 
 OBJECT = {"type": "object"}
 TEXT = {"type": "string"}
@@ -82,8 +82,8 @@ ROUTES: dict[str, dict[str, Operation]] = {
     },
     "/api/config": {
         "get": Operation(
-            "ICE servers, sampling rate, result age, how long a face track outlives its face and the feedback "
-            "switch, for the page",
+            "ICE servers, sampling rate, result age, how long a face track outlives its face, the feedback "
+            "switch and whether the caller is an operator, for the page",
             "the configuration",
         )
     },
@@ -154,6 +154,15 @@ ROUTES: dict[str, dict[str, Operation]] = {
             errors=(403, 404, 409, 429, 507),
             parameters=(STREAM_KEY,),
             body=Correction,
+        )
+    },
+    "/api/feedback/hold": {
+        "post": Operation(
+            "Keep a frame past the last few while its user picks a correction of a face in it",
+            "held",
+            errors=(403, 404),
+            parameters=(STREAM_KEY,),
+            body=Held,
         )
     },
     "/healthz": {"get": Operation("Alive, with the gateway's clock", "alive")},

@@ -46,6 +46,9 @@ FRAMES_KEPT = 50
 """Sent frames (as queued, encoded) kept per stream while feedback capture is on, to crop corrections from.
 
 About 5 s of video at 10 fps; a 640x480 grayscale JPEG is ~30 KB, so ~1.5 MB per stream."""
+FRAMES_HELD = 8
+"""Frames per stream kept past :data:`FRAMES_KEPT` because the page asked (its user is picking a
+correction of a face in them, however long that takes); the oldest is let go first."""
 
 
 @dataclass
@@ -112,6 +115,8 @@ class TrackSampler:
         """Source width of each recently sent frame, by seq."""
         self.recent: OrderedDict[int, dict[str, bytes | str]] = OrderedDict()
         """The wire fields of the last :data:`FRAMES_KEPT` sent frames, by seq (only while feedback is on)."""
+        self.held: OrderedDict[int, dict[str, bytes | str]] = OrderedDict()
+        """Frames :meth:`hold` keeps longer, by seq."""
         self.inflight: OrderedDict[int, float] = OrderedDict()
         """Frames queued and not yet answered: seq -> when queued (monotonic), oldest first."""
         self._reformatter = VideoReformatter()
@@ -214,6 +219,25 @@ class TrackSampler:
             self.recent[seq] = fields
             if len(self.recent) > FRAMES_KEPT:
                 self.recent.popitem(last=False)
+
+    def kept(self, seq: int) -> dict[str, bytes | str] | None:
+        """The wire fields of sent frame ``seq`` while it is kept (recent or held), else None."""
+        return self.recent.get(seq) or self.held.get(seq)
+
+    def kept_seqs(self) -> set[int]:
+        return self.recent.keys() | self.held.keys()
+
+    def hold(self, seq: int) -> bool:
+        """Keep frame ``seq`` past :data:`FRAMES_KEPT` (among the last :data:`FRAMES_HELD` held); False if
+        it is no longer kept."""
+        fields = self.kept(seq)
+        if fields is None:
+            return False
+        self.held[seq] = fields
+        self.held.move_to_end(seq)
+        if len(self.held) > FRAMES_HELD:
+            self.held.popitem(last=False)
+        return True
 
     def _failed(self, seq: int, reason: str, err: Exception) -> None:
         self.stats.failed += 1

@@ -97,6 +97,9 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
         chromium(clip) as browser,
     ):
         page = open_page(browser, f"{gateway.url}/?autostart=1")
+        holds, corrections = [], []
+        page.on("request", lambda r: r.url.endswith("/api/feedback/hold") and holds.append(r.post_data_json))
+        page.on("request", lambda r: r.url.endswith("/api/feedback") and corrections.append(r.post_data_json))
         page.click(".face .wrong")  # the panel stops following results while the user picks
         page.select_option(".correction .right-label", "sad")
         page.click(".correction .send")
@@ -117,8 +120,12 @@ def test_a_face_marked_wrong_is_stored_and_a_retraining_job_is_queued_and_cancel
             (job,) = json.load(response)["jobs"]
         page.click(".job .cancel-job")
         page.wait_for_selector(".job.canceled")
+        cancelled = page.inner_text("#retraining-notice")
 
     assert note == "thanks: stored as sad"
+    (correction,) = corrections
+    assert holds == [{"stream": correction["stream"], "seq": correction["seq"]}], "its frame held as the pick began"
+    assert cancelled == f"job {job['id'][:8]} cancelled"
     assert load_folder(tmp_path / "feedback").labels.tolist() == [EMOTIONS.index("sad")], "one face, labelled sad"
     assert live in live_text and versions == len(shipped)
     assert "No trainer is running" in no_trainer and start_disabled
@@ -191,7 +198,7 @@ def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tm
     clip = write_y4m(frames, tmp_path / "camera.y4m")
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store")}
     env |= {"EMOSTREAM_TOKEN": "cam-tok", "EMOSTREAM_ADMIN_TOKEN": "op-tok"}
-    hidden = {}
+    hidden, card_shown = {}, {}
     with GatewayProcess(redis_server.url, **env) as gateway, chromium(clip) as browser:
         for who, token in (("camera user", "cam-tok"), ("operator", "op-tok")):
             context = browser.new_context()
@@ -199,10 +206,12 @@ def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tm
             page.goto(f"{gateway.url}/?token={token}")
             page.wait_for_function("window.emostream && window.emostream.ready")
             hidden[who] = page.evaluate("document.querySelector('#retraining').hidden")
+            card_shown[who] = page.is_visible("#model-card")
             if who == "operator":
                 rollback = page.inner_text("#rollback"), page.is_disabled("#rollback")
             context.close()
     assert hidden == {"camera user": True, "operator": False}
+    assert card_shown == {"camera user": True, "operator": True}, "what the labels mean is for everyone"
     shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
     assert rollback == (f"Roll back to {shipped[-2]}", False), "the shipped lineage: one click back to the parent"
 
@@ -215,6 +224,9 @@ def test_an_operator_may_promote_a_less_accurate_version_after_a_question_but_ne
     store = brightness_store(tmp_path / "store", accuracy=0.5)
     weaker = publish_brightness(store, 0.3)
     unservable = without_serving_file(store, publish_brightness(store, 0.9))
+    unreadable = store.versions_dir / "brightness-unreadable"
+    unreadable.mkdir()
+    (unreadable / "manifest.json").write_text("{")  # a manifest cut short
     questions = []
     with (
         GatewayProcess(redis_server.url, EMOSTREAM_MODEL_STORE=str(tmp_path / "store")) as gateway,
@@ -223,17 +235,44 @@ def test_an_operator_may_promote_a_less_accurate_version_after_a_question_but_ne
         page = open_page(browser, gateway.url)
         page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
         page.wait_for_function("window.emostream.ready && !document.querySelector('#retraining').hidden")
+        unreadable_row = page.inner_text(f"tr[data-version='{unreadable.name}']")
+        unreadable_buttons = page.locator(f"tr[data-version='{unreadable.name}'] button").count()
+        page.focus(f"tr[data-version='{weaker}'] .promote")
+        page.wait_for_timeout(5000)  # two polls of the unchanged lists
+        focus_kept = page.evaluate(f"document.activeElement.closest('tr')?.dataset.version === '{weaker}'")
         page.click(f"tr[data-version='{unservable}'] .promote")
         page.wait_for_function("document.querySelector('#retraining-notice').textContent")
         refused = page.inner_text("#retraining-notice")
         page.click(f"tr[data-version='{weaker}'] .promote")
         page.wait_for_function(f"document.querySelector('#retraining-notice').textContent.includes('{weaker} is live')")
     assert f"emostream models convert {unservable}" in refused and store.live_version() == weaker
+    assert "unreadable:" in unreadable_row and unreadable_buttons == 0, "no Promote for a version the store cannot read"
+    assert focus_kept, "a poll that finds nothing changed leaves the focus where it was"
     (question,) = questions  # asked once, about the weaker version only
     assert question.startswith(f"{weaker} has validation accuracy 0.3000, below live") and question.endswith(
         ".\n\nPromote anyway?"
     ), question
     assert '"force"' not in question
+
+
+def test_a_camera_refused_for_good_is_closed_with_the_reason_not_retried(redis_server, tmp_path):
+    frames, _ = make_clip(validation_faces(("happy",), per_class=1), 10, hold=10)
+    clip = write_y4m(frames, tmp_path / "camera.y4m")
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_MAX_STREAMS_PER_CLIENT": "1"}
+    with GatewayProcess(redis_server.url, **env) as gateway, chromium(clip) as browser:
+        page = open_page(browser, f"{gateway.url}/?autostart=1")
+        page.wait_for_function("window.emostream.cameras[0]?.status === 'connected'")
+        page.click("#add")  # a second camera from this browser, over its limit of one stream
+        page.click(".camera:nth-of-type(2) .toggle")
+        page.wait_for_function("window.emostream.cameras[1].status.startsWith('refused')")
+        second = page.evaluate(
+            "(c => ({status: c.status, wanted: c.wanted, media: c.media}))(window.emostream.cameras[1])"
+        )
+        shown = page.inner_text("#notice"), page.inner_text(".camera:nth-of-type(2) .toggle")
+        first = page.evaluate("window.emostream.cameras[0].status")
+    assert second["status"] == "refused (429)" and not second["wanted"] and second["media"] is None
+    assert "at most 1 streams open" in shown[0] and shown[1] == "Start", "the reason shown, the camera closed"
+    assert first == "connected", "the first camera is untouched"
 
 
 NO_RATE = "\u2013 results/s"

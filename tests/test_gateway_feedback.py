@@ -20,12 +20,12 @@ async def post(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int
         return response.status, await response.json()
 
 
-async def camera_with_frames(served, settings: Settings, frames: list[np.ndarray]):
+async def camera_with_frames(served, settings: Settings, frames: list[np.ndarray], fps: float = 10):
     """Connect a camera and read (as a worker) a few of its frames off the frames stream."""
     redis = aioredis.Redis.from_url(settings.redis_url)
     worker = WireWorker(redis, settings.keys)
     await worker.join()
-    client = await connect(served.url, ClipTrack(frames, fps=10), keep_frames=1)
+    client = await connect(served.url, ClipTrack(frames, fps=fps), keep_frames=1)
     received = []
     while len(received) < 3:
         received += [frame for _, frame in await worker.read()]
@@ -97,6 +97,39 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
     expected = crop_face(frame.image, tuple(v / frame.scale for v in box))
     assert frame.scale == 2.0, "the box was given in source pixels of a downscaled frame"
     assert any(np.array_equal(image, expected) for image in dataset.images), "the face as a worker crops it"
+
+
+def test_a_frame_held_while_its_user_picks_is_kept_past_the_last_few_and_can_be_corrected(redis_server, tmp_path):
+    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    box = list(truth[0][0].box)
+    settings = Settings(
+        redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=tmp_path / "feedback", sample_fps=30
+    )
+
+    async def scenario():
+        async with serving(settings) as served, aiohttp.ClientSession() as http:
+            client, redis, received = await camera_with_frames(served, settings, frames, fps=30)
+            held, unheld = received[-1].seq, received[-2].seq
+            hold = {"stream": client.stream, "seq": held}
+            async with http.post(f"{served.url}/api/feedback/hold", json=hold) as response:
+                held_answer = response.status, await response.json()
+            worker = WireWorker(redis, settings.keys)
+            sampler = served.hub.sessions[client.stream].sampler
+            while min(sampler.recent) <= held:  # answered as they come, until newer frames push both out
+                for _, frame in await worker.read(block_ms=100):
+                    await worker.answer(frame, [])
+            answers = [await post(http, served.url, sad_not_happy(client.stream, seq, box)) for seq in (held, unheld)]
+            async with http.post(f"{served.url}/api/feedback/hold", json={**hold, "seq": unheld}) as response:
+                too_late = response.status
+            await client.close()
+            await redis.aclose()
+            return held_answer, answers, too_late
+
+    held_answer, ((stored, _), (gone, body)), too_late = run(scenario())
+    assert held_answer[0] == 200 and held_answer[1]["held"] is True
+    assert stored == 201, "a frame held when the picker opened is corrected however long the pick took"
+    assert gone == 404 and "no longer kept" in body["error"] and too_late == 404
+    assert load_folder(tmp_path / "feedback").labels.tolist() == [EMOTIONS.index("sad")]
 
 
 def test_a_full_feedback_folder_answers_507_and_stores_nothing(redis_server, tmp_path):

@@ -24,7 +24,7 @@ function button(text, className, action) {
     } catch (error) {
       retrainingNotice(withoutForceHint(error.message));
     }
-    await refreshRetraining();
+    await redrawRetraining();
   };
   return element;
 }
@@ -34,16 +34,32 @@ function accuracy(metrics) {
   return typeof value === "number" ? `${(value * 100).toFixed(1)}%` : "–";
 }
 
+// What each list shows, as the JSON it was drawn from: a list is drawn again only when that changes,
+// so a poll neither takes the focus from a control nor re-enables a button whose request is running.
+const drawn = { models: "", jobs: "" };
+
+function changed(name, data) {
+  const json = JSON.stringify(data);
+  if (drawn[name] === json) return false;
+  drawn[name] = json;
+  return true;
+}
+
 async function refreshModels() {
-  const { live, versions, rollback_to: rollbackTo } = await fetchJson("/api/models");
+  const models = await fetchJson("/api/models");
+  if (!changed("models", models)) return;
+  const { live, versions, rollback_to: rollbackTo } = models;
   const rollback = $("#rollback");
   rollback.disabled = !rollbackTo;
   rollback.textContent = rollbackTo ? `Roll back to ${rollbackTo}` : "Roll back";
   rollback.title = rollbackTo ? "" : "nothing to roll back to: no earlier live version";
   const current = versions.find((version) => version.live);
-  $("#live-model").textContent = current
-    ? `live model: ${live} (${current.architecture}, validation accuracy ${accuracy(current.metrics)})`
-    : "live model: none";
+  if (!current) $("#live-model").textContent = "live model: none";
+  else if (current.error) $("#live-model").textContent = `live model: ${live} (unreadable: ${current.error})`;
+  else {
+    $("#live-model").textContent =
+      `live model: ${live} (${current.architecture}, validation accuracy ${accuracy(current.metrics)})`;
+  }
   $("#versions tbody").replaceChildren(
     ...versions.reverse().map((version) => {
       const row = document.createElement("tr");
@@ -53,7 +69,10 @@ async function refreshModels() {
         row.append(Object.assign(document.createElement("td"), { textContent: text || "–" }));
       }
       const actions = document.createElement("td");
-      if (version.live) actions.textContent = "live";
+      if (version.error) {
+        row.classList.add("unreadable"); // nothing to promote: the store cannot read it
+        actions.textContent = `unreadable: ${version.error}`;
+      } else if (version.live) actions.textContent = "live";
       else {
         actions.append(
           button("Promote", "promote", async () => {
@@ -105,16 +124,19 @@ function jobItem(job) {
   item.append(head, bar, detail);
   if (["queued", "started", "deferred", "scheduled"].includes(job.status)) {
     item.append(
-      button("Cancel", "cancel-job", () =>
-        fetchJson(`/api/training-jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" }),
-      ),
+      button("Cancel", "cancel-job", async () => {
+        await fetchJson(`/api/training-jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" });
+        return `job ${job.id.slice(0, 8)} cancelled`;
+      }),
     );
   }
   return item;
 }
 
 async function refreshJobs() {
-  const { jobs, trainers } = await fetchJson("/api/training-jobs");
+  const listing = await fetchJson("/api/training-jobs");
+  if (!changed("jobs", listing)) return;
+  const { jobs, trainers } = listing;
   $("#jobs").replaceChildren(...jobs.map(jobItem));
   $("#trainer-status").textContent = trainers
     ? ""
@@ -123,6 +145,12 @@ async function refreshJobs() {
 }
 
 let refreshing = null; // the refresh in flight: polls wait for it rather than race it
+
+// After an action: both lists drawn afresh, so the control just used is enabled again (or not).
+function redrawRetraining() {
+  drawn.models = drawn.jobs = "";
+  return refreshRetraining();
+}
 
 function refreshRetraining() {
   refreshing ||= refreshBoth().finally(() => (refreshing = null));
@@ -142,7 +170,7 @@ async function startJob(event) {
   event.preventDefault();
   const submit = event.target.querySelector("button[type=submit]");
   if (submit.disabled) return;
-  submit.disabled = true; // one job per click, however fast the clicks come (the refresh enables it again)
+  submit.disabled = true; // one job per click, however fast the clicks come (the redraw enables it again)
   const form = new FormData(event.target);
   const spec = {
     epochs: Number(form.get("epochs")),
@@ -160,7 +188,7 @@ async function startJob(event) {
   } catch (error) {
     retrainingNotice(error.message);
   }
-  await refreshRetraining();
+  await redrawRetraining();
 }
 
 export async function startRetraining() {

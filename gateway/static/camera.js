@@ -151,7 +151,7 @@ export class Camera {
     try {
       ({ ice_servers: iceServers } = await fetchJson("/api/config"));
     } catch (error) {
-      return this.lost(null, `error: ${error.message}`, error.retryAfter);
+      return this.failed(null, error);
     }
     if (this.pc || !this.wanted) return;
     const browserDraws = this.overlay === "browser";
@@ -186,8 +186,20 @@ export class Camera {
         this.readStats(pc);
       }, STATS_MS);
     } catch (error) {
-      this.lost(pc, `error: ${error.message}`, error.retryAfter);
+      this.failed(pc, error);
     }
+  }
+
+  // A request for the connection `pc` failed: try again later, unless no retry could change the answer
+  // (a refused offer, a missing or wrong token, this browser's streams at their limit): then the camera
+  // is closed, and the reason shown until the user presses Start again.
+  failed(pc, error) {
+    const final = [400, 401, 403].includes(error.status) || (error.status === 429 && !error.retryAfter);
+    if (!final) return this.lost(pc, `error: ${error.message}`, error.retryAfter);
+    if (this.pc !== pc) return;
+    this.stop();
+    notice(`${this.name}: the gateway refused it: ${error.message}`, true);
+    this.setStatus(`refused (${error.status})`);
   }
 
   onState(pc) {
@@ -305,6 +317,17 @@ export class Camera {
     link.download = `emostream-${this.name.replace(/[^\w-]+/g, "-")}-${new Date().toISOString()}.jsonl`;
     link.click();
     setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  }
+
+  // The user is picking a correction of a face in `result`: the gateway keeps its frame until then,
+  // however long the pick takes (else only the last few seconds' frames are kept).
+  holdFrame(result) {
+    fetch("/api/feedback/hold", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-Stream-Key": this.key },
+      body: JSON.stringify({ stream: result.stream, seq: result.seq }),
+    }).catch(() => {}); // the correction itself says what went wrong
   }
 
   async sendCorrection(result, face, label) {

@@ -126,6 +126,7 @@ export class FacePanel {
     };
     const opened = () => {
       card.correcting = { result: card.result, face: card.face };
+      this.camera.holdFrame(card.result);
       const predicted = shown(card.face).label;
       const picker = element("select", { className: "right-label", "aria-label": `${card.name}: right label` });
       Object.keys(card.face.scores)
