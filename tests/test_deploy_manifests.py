@@ -394,6 +394,34 @@ def test_gpu_overlay_runs_the_gpu_image_with_a_gpu(rendered):
     assert cpu_worker["image"] == f"emostream/worker:{VERSION}" and "nvidia.com/gpu" not in cpu_worker["resources"]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_lands_in_the_emostream_namespace_the_autoscaler_too(rendered, overlay):
+    placed = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for d in rendered[overlay]}
+    assert {key: ns for key, ns in placed.items() if key[0] != "Namespace" and ns != "emostream"} == {}
+
+
+def test_a_registry_set_in_base_leaves_gpu_workers_on_the_gpu_image(tmp_path):
+    copy = shutil.copytree(K8S, tmp_path / "k8s")
+    base = copy / "base" / "kustomization.yaml"
+    entry = "  - name: emostream/worker\n    newTag:"
+    assert entry in base.read_text()
+    registry = "  - name: emostream/worker\n    newName: reg.example/emostream/worker\n    newTag:"
+    base.write_text(base.read_text().replace(entry, registry))  # as `kustomize edit set image` in base does
+    docs = kustomize(copy / "overlays" / "gpu")
+    worker = one(docs, "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["image"] == f"emostream/worker-gpu:{VERSION}"
+    cpu = one(kustomize(copy / "overlays" / "cpu"), "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert cpu["image"] == f"reg.example/emostream/worker:{VERSION}"
+
+
+def test_gpu_workers_get_as_long_to_start_as_the_gpu_images_own_health_check(rendered):
+    probe = one(rendered["gpu"], "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    dockerfile = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
+    gpu_stage = dockerfile.split(" AS worker-gpu")[1].split("\nFROM ")[0]
+    start_period = int(re.search(r"--start-period=(\d+)s", gpu_stage)[1])
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= start_period
+
+
 def test_autoscaling_keda_on_the_frames_stream_backlog_or_an_hpa_on_cpu(rendered):
     keys = Keys()
     for overlay in ("cpu", "gpu"):
