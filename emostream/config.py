@@ -217,6 +217,8 @@ class Settings:
             raise ValueError("sample_fps, max_frame_age and result_max_age must be positive")
         if self.frame_width < 32 or self.detect_width < 32:
             raise ValueError("frame_width and detect_width must be at least 32 pixels")
+        if self.trainer_heartbeat < 1:
+            raise ValueError("trainer_heartbeat must be at least 1 second")
         if self.batch_frames < 1 or self.batch_wait_ms < 0 or self.workers < 0 or self.track_refresh < 0:
             raise ValueError("batch_frames must be >= 1, batch_wait_ms, workers and track_refresh >= 0")
         for proxy in filter(None, (p.strip() for p in self.trusted_proxies.split(","))):

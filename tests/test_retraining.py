@@ -36,8 +36,8 @@ def tiny_fer(tmp_path_factory):
 
 
 @pytest.fixture
-def trainer_env(redis_server, tmp_path, tiny_fer):
-    env = {
+def retrain_env(redis_server, tmp_path, tiny_fer) -> dict[str, str]:
+    return {
         "REDIS_URL": redis_server.url,
         "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
         "EMOSTREAM_RUNS": str(tmp_path / "runs"),
@@ -45,8 +45,12 @@ def trainer_env(redis_server, tmp_path, tiny_fer):
         "EMOSTREAM_DATA_ROOTS": f"{tiny_fer},{tmp_path / 'data'}",
         "EMOSTREAM_TRAINER_HEARTBEAT": "1",  # a job outliving 3 s outlives it only if its trainer keeps beating
     }
-    with trainer_process(env):
-        yield env
+
+
+@pytest.fixture
+def trainer_env(retrain_env):
+    with trainer_process(retrain_env):
+        yield retrain_env
 
 
 def test_retrain_job_reports_progress_publishes_and_promotes(trainer_env, tiny_fer):
@@ -334,6 +338,27 @@ def test_a_trainer_killed_mid_job_takes_its_child_with_it_and_its_job_fails_with
     assert view["status"] == "failed" and view["error"] == ABANDONED
     refused = run_cli("retrain", "--epochs", "1", env=env)
     assert refused.returncode == 2 and "no trainer is running" in refused.stderr
+
+
+def test_a_trainer_stopped_mid_job_ends_the_job_and_its_training_and_exits(retrain_env):
+    """A supervisor's SIGTERM: RQ alone would wait for the job (hours of training) until the grace ran out."""
+    store = brightness_store(retrain_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
+    with trainer_process(retrain_env) as trainer:
+        job_id = run_cli("retrain", "--epochs", "200", "--limit", "70", env=retrain_env).stdout.strip()
+        deadline = time.monotonic() + 300
+        while not training_children(job_id):
+            assert time.monotonic() < deadline, "the job never started training"
+            time.sleep(0.2)
+        trainer.terminate()
+        exited = trainer.wait(50)  # inside a 60 s grace: up to 30 s of it for the child to stop
+        children = training_children(job_id)
+    view = json.loads(run_cli("jobs", "show", job_id, env=retrain_env).stdout)
+    assert exited == 0 and children == []
+    assert (
+        view["status"] == "failed"
+        and view["error"] == f"job {job_id} ended: its trainer was stopped; nothing was published"
+    )
+    assert len(store.versions()) == 1
 
 
 def test_running_worker_switches_versions_mid_stream_without_losing_frames(redis_server, redis_client, tmp_path):

@@ -40,6 +40,14 @@ class JobCancelled(RuntimeError):
     """The job was cancelled: nothing published, or (cancelled after training) nothing promoted."""
 
 
+class TrainerStopped(RuntimeError):
+    """The trainer running the job was asked to stop: the job ended as a cancelled one does."""
+
+
+STOPPING = threading.Event()
+"""Set when this process's trainer is asked to stop: its running job ends at its next check."""
+
+
 def find_datasets(roots: list[Path], depth: int = 2) -> list[str]:
     """Datasets under ``roots`` (folders with ``train/``, or ``.csv`` files), at most ``depth`` levels down.
 
@@ -91,6 +99,12 @@ class Trainer(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
         self.connection.set(self.settings.keys.trainer(self.name), json.dumps(offer(self.settings)), ex=self.liveness)
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """RQ's warm stop waits for the running job, which may train for hours (past any supervisor's
+        grace): the job is told to end at its next check (a second), stopping its training child."""
+        STOPPING.set()
+        super().request_stop(signum, frame)
 
     def unsubscribe(self) -> None:
         """RQ's, without then waiting for its pub/sub thread: redis-py's can be waiting up to a minute for a
@@ -205,12 +219,12 @@ def run_job(raw_spec: dict) -> dict:
         raise RuntimeError(f"training exited with status {child.returncode}: {errors[-1]}")
     version = next(line.split()[1] for line in reversed(output) if line.startswith("published "))
     manifest = store.manifest(version)
-    after_training = f"job {job_id} was cancelled after training: {version} was published, not promoted"
+    after_training = f" after training: {version} was published, not promoted"
     if spec.shadow:
-        _check_cancelled(job, client, settings, after_training)
+        _check_go_on(job, client, settings, after_training)
         _set_meta(job, phase="shadow")
         _set_meta(job, shadow=_shadow(version, env))
-    _check_cancelled(job, client, settings, after_training)
+    _check_go_on(job, client, settings, after_training)
     promoted = False
     if spec.promotion == "auto":
         try:
@@ -252,8 +266,7 @@ def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, setti
     seen = 0
     while child.poll() is None:
         time.sleep(1.0)
-        if job:
-            _check_cancelled(job, client, settings, f"job {job.id} was cancelled; nothing was published")
+        _check_go_on(job, client, settings, "; nothing was published")
         history = read_history(run_dir / "history.csv")
         epochs = len(history.get("loss", []))
         if epochs > seen:
@@ -262,11 +275,18 @@ def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, setti
             _set_meta(job, progress=progress)
 
 
-def _check_cancelled(job: Job | None, client: redis.Redis, settings: Settings, reason: str) -> None:
-    """Raise :class:`JobCancelled` with ``reason`` if the job was cancelled."""
+def _check_go_on(job: Job | None, client: redis.Redis, settings: Settings, consequence: str) -> None:
+    """Raise :class:`JobCancelled` if the job was cancelled, :class:`TrainerStopped` if its trainer is
+    stopping; the reason (readable before RQ records the failure) ends with ``consequence``."""
+    name = f"job {job.id}" if job else "the job"
     if job and client.exists(cancel_key(settings, job.id)):
-        _set_meta(job, phase="cancelled", error=reason)  # readable before RQ records the failure
+        reason = f"{name} was cancelled{consequence}"
+        _set_meta(job, phase="cancelled", error=reason)
         raise JobCancelled(reason)
+    if STOPPING.is_set():
+        reason = f"{name} ended: its trainer was stopped{consequence}"
+        _set_meta(job, phase="stopped", error=reason)
+        raise TrainerStopped(reason)
 
 
 def _set_meta(job: Job | None, **values: object) -> None:
