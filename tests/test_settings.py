@@ -54,3 +54,8 @@ def test_a_host_with_no_name_and_no_route_says_what_to_set():
     done = advertised_in(["--net"])
     assert done.returncode != 0
     assert "'no-such-host-7f3a' does not resolve and no route leads out: set EMOSTREAM_ADVERTISE_HOST" in done.stderr
+
+
+def test_a_trainer_heartbeat_under_a_second_is_refused_by_name():
+    with pytest.raises(ValueError, match="trainer_heartbeat must be at least 1 second"):
+        Settings.from_env({"EMOSTREAM_TRAINER_HEARTBEAT": "0"})
