@@ -1,6 +1,7 @@
 """The measurements behind docs/scaling.md: what one camera costs each part of the pipeline.
 
-    python benchmarks/capacity.py [--only wire redis worker gateway] [--seconds 10] [--json]
+    python benchmarks/capacity.py [--only wire redis worker gateway] [--seconds 10] [--cameras 2 4]
+                                  [--camera-fps 10] [--json]
 
 Every figure is CPU time (or bytes) per frame, so it can be scaled to cameras; CPU time is read
 from ``/proc`` for the process doing the work, which keeps the figures usable on a busy machine
@@ -46,7 +47,7 @@ from ingest.wire import WIRE_VERSION, Encoding, Frame, Result
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BATCH = 16
-"""Frames per XREADGROUP and per classifier call, as a worker's default ``batch_frames``."""
+"""Frames per XREADGROUP and per classifier call here (a worker's ``batch_frames`` is 4 by default)."""
 
 
 def cpu_seconds(pid: int | None = None) -> float:

@@ -1,7 +1,7 @@
 """Faces/s of each architecture on this machine's CPU: Keras ``predict`` per call against one
 compiled call per batch, at batch 1, 32 and 128; and training seconds per epoch.
 
-    python benchmarks/models.py [--out benchmarks/results/models.json]
+    python benchmarks/models.py [--seconds 5] [--out benchmarks/results/models.json]
 
 Weights are random (speed does not depend on them). Prints a Markdown table.
 """

@@ -2,12 +2,13 @@
 (FER2013 validation faces upscaled x4 on a larger frame, each held for 10 frames, fresh sensor
 noise on every frame).
 
-    python benchmarks/tutorial_vs_worker.py [--faces 300] [--hold 10] [--noise 2]
+    python benchmarks/tutorial_vs_worker.py [--faces 301] [--hold 10] [--noise 2]
     python benchmarks/tutorial_vs_worker.py --ingest 3000 [--workers 2]
 
 Tutorial loop, per frame: grayscale, Haar ``detectMultiScale(gray, 1.3, 5)`` on the full frame,
 one ``model.predict`` per face (its 4.48M-parameter CNN), JPEG-encode the frame for MJPEG.
-Worker, per batch of 16 frames: decode the wire JPEG, detect (BlazeFace, the default, or Haar;
+Worker, per batch of 16 frames (this benchmark's; a worker's `batch_frames` is 4 by default): decode the
+wire JPEG, detect (BlazeFace, the default, or Haar;
 following the stream's faces between full passes, as workers do, or searching every frame),
 FER-matched crops, every face of the batch in one LiteRT call of the live model. Reports
 frames/s, face recall (a detection with IoU > 0.5 against the placed face) and label accuracy

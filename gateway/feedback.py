@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -37,6 +38,7 @@ from ingest.crop import crop_face
 from ingest.wire import Frame
 
 routes = web.RouteTableDef()
+HeldOrCorrection = TypeVar("HeldOrCorrection", Held, Correction)
 OFF = "feedback capture is off (the operator's EMOSTREAM_FEEDBACK switch); nothing was stored"
 ADDING = threading.Lock()
 """Faces are added one at a time (in threads off the event loop), so that the folder's limit holds."""
@@ -134,13 +136,17 @@ def store(fields: dict[str, bytes | str], correction: Correction, feedback: Feed
     return feedback.add(face, correction.label, correction.predicted, correction.model_version)
 
 
+async def _read(request: web.Request, body: type[HeldOrCorrection]) -> HeldOrCorrection:
+    """The request's body, once capture is on (else 403, whatever the body)."""
+    if not request.app[HUB].settings.feedback:
+        raise ApiError(403, OFF)
+    return await read_body(request, body)
+
+
 def _kept(request: web.Request, frame: Held) -> tuple[Session, TrackSampler, dict[str, bytes | str]]:
     """The session and sampler keeping ``frame``, and the frame's wire fields, once the request proves it
-    owns the stream; 403 while capture is off, 404 when the frame is no longer kept."""
-    hub = request.app[HUB]
-    if not hub.settings.feedback:
-        raise ApiError(403, OFF)
-    session = hub.sessions.get(frame.stream)
+    owns the stream; 404 when the frame is no longer kept."""
+    session = request.app[HUB].sessions.get(frame.stream)
     if session is not None:
         access.check_stream_key(request, session.key)
     sampler = session.sampler if session else None
@@ -157,7 +163,7 @@ def _kept(request: web.Request, frame: Held) -> tuple[Session, TrackSampler, dic
 @routes.post("/api/feedback/hold")
 async def hold(request: web.Request) -> web.Response:
     """Keep a frame while the user picks a correction of a face in it (the page asks when a picker opens)."""
-    frame = await read_body(request, Held)
+    frame = await _read(request, Held)
     _, sampler, _ = _kept(request, frame)
     sampler.hold(frame.seq)
     return web.json_response({"stream": frame.stream, "seq": frame.seq, "held": True})
@@ -166,7 +172,7 @@ async def hold(request: web.Request) -> web.Response:
 @routes.post("/api/feedback")
 async def feedback(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
-    correction = await read_body(request, Correction)
+    correction = await _read(request, Correction)
     session, sampler, fields = _kept(request, correction)
     limit = session.corrections
     if limit.repeated(correction.seq, correction.box):
