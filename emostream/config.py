@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -42,6 +43,10 @@ def own_address() -> str:
             f"this host's name {name!r} does not resolve and no route leads out: set EMOSTREAM_ADVERTISE_HOST "
             "to the address other hosts reach this one at"
         ) from None
+
+
+UP_RECORD = "up.json"
+"""What a running ``emostream up`` writes into ``redis_dir``: its private Redis's URL and its pid."""
 
 
 def _data_home(env: Mapping[str, str]) -> Path:
@@ -255,10 +260,27 @@ class Settings:
         return [p.resolve() for p in roots or [self.data, self.feedback_dir]]
 
     def require_redis_url(self, why: str) -> str:
-        """``redis_url``, or a clear error saying why this command needs a shared Redis."""
-        if not self.redis_url:
-            raise ValueError(f"REDIS_URL is not set: {why}")
-        return self.redis_url
+        """``redis_url``; unset, that of the ``emostream up`` running on this host (so ``retrain`` and
+        ``jobs`` beside it need no setting); else a clear error saying why this command needs one."""
+        url = self.redis_url or self.running_up_redis()
+        if not url:
+            raise ValueError(f"REDIS_URL is not set and no `emostream up` runs here: {why}")
+        return url
+
+    def running_up_redis(self) -> str | None:
+        """The private Redis of the ``emostream up`` running on this host, from its record in ``redis_dir``."""
+        try:
+            record = json.loads((self.redis_dir / UP_RECORD).read_text())
+            pid, url = int(record["pid"]), str(record["redis_url"])
+        except (OSError, ValueError, KeyError, TypeError):  # none, or not one up wrote
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:  # its up was killed before it could remove the record
+            return None
+        except PermissionError:  # another user's, alive
+            pass
+        return url
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (inverse of from_env)."""

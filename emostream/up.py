@@ -2,10 +2,24 @@
 as one supervised :class:`~emostream.stack.EmbeddedStack`, until Ctrl-C."""
 
 import argparse
+import json
+import os
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 
-from emostream.config import Settings
+from emostream.config import UP_RECORD, Settings
+
+
+def _record(settings: Settings, redis_url: str) -> Path:
+    """Tell commands run on this host without REDIS_URL (``retrain``, ``jobs``) which Redis this ``up`` runs."""
+    settings.redis_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.redis_dir / UP_RECORD
+    staged = path.with_name(f".{UP_RECORD}.{os.getpid()}")
+    staged.write_text(json.dumps({"redis_url": redis_url, "pid": os.getpid()}))
+    staged.chmod(0o600)
+    staged.replace(path)
+    return path
 
 
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -29,6 +43,8 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             ) as stack,
             ExitStack() as extras,
         ):
+            if not settings.redis_url and stack.settings.redis_url:  # its own Redis: say where it is
+                extras.callback(_record(settings, stack.settings.redis_url).unlink, missing_ok=True)
             workers = sum(name.startswith("worker-") for name in stack.children)
             page = f"http://{settings.host}:{settings.port}/"
             print(

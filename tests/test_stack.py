@@ -167,8 +167,13 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
             time.sleep(1)
         assert view["status"] == "finished" and view["version"], view
         assert view["spec"]["data"] == env["EMOSTREAM_DATA"]
+        # beside it, with no REDIS_URL, the CLI finds the Redis that up runs
+        listed = run_cli("jobs", "list", env={**env, "REDIS_URL": None})
+        assert listed.returncode == 0 and [j["id"] for j in json.loads(listed.stdout)] == [job["id"]], listed.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+        after = run_cli("jobs", "list", env={**env, "REDIS_URL": None})
+        assert after.returncode == 2 and "no `emostream up` runs here" in after.stderr, "and forgets it once up stops"
         logs = proc.stderr.read()
         assert "lost Redis" not in logs and "killing it" not in logs, "gateway, then workers, then Redis"
         left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
