@@ -269,17 +269,15 @@ class Settings:
 
     def running_up_redis(self) -> str | None:
         """The private Redis of the ``emostream up`` running on this host, from its record in ``redis_dir``."""
+        path = self.redis_dir / UP_RECORD
         try:
-            record = json.loads((self.redis_dir / UP_RECORD).read_text())
+            if path.stat().st_uid != os.getuid():  # only this user's own up
+                return None
+            record = json.loads(path.read_text())
             pid, url = int(record["pid"]), str(record["redis_url"])
-        except (OSError, ValueError, KeyError, TypeError):  # none, or not one up wrote
+            os.kill(pid, 0)  # ProcessLookupError: that up was killed before it could remove its record
+        except (OSError, ValueError, KeyError, TypeError):  # none, not one up wrote, or its up is gone
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:  # its up was killed before it could remove the record
-            return None
-        except PermissionError:  # another user's, alive
-            pass
         return url
 
     def to_env(self) -> dict[str, str]:

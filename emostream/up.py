@@ -44,7 +44,13 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             ExitStack() as extras,
         ):
             if not settings.redis_url and stack.settings.redis_url:  # its own Redis: say where it is
-                extras.callback(_record(settings, stack.settings.redis_url).unlink, missing_ok=True)
+                try:
+                    extras.callback(_record(settings, stack.settings.redis_url).unlink, missing_ok=True)
+                except OSError as err:  # a convenience: commands beside it then need REDIS_URL
+                    print(
+                        f"emostream up: warning: cannot record its Redis in {settings.redis_dir}: {err}",
+                        file=sys.stderr,
+                    )
             workers = sum(name.startswith("worker-") for name in stack.children)
             page = f"http://{settings.host}:{settings.port}/"
             print(

@@ -49,7 +49,8 @@ def _cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
         ice_servers=args.ice_servers,
         max_streams=args.max_streams,
     )
-    settings.require_redis_url("`emostream gateway` needs a shared Redis (or use `emostream up`)")
+    redis_url = settings.require_redis_url("`emostream gateway` needs a shared Redis (or use `emostream up`)")
+    settings = settings.replace(redis_url=redis_url)
     check_port(settings)
     run(settings)
     return 0

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -128,7 +129,7 @@ class Trainer(SimpleWorker):
             return super().perform_job(job, queue, execution)
         finally:
             stop.set()
-            beats.join()
+            beats.join(self.liveness)
 
     def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
         while not stop.wait(self.settings.trainer_heartbeat):
@@ -137,8 +138,8 @@ class Trainer(SimpleWorker):
                     self.heartbeat(self.liveness, pipeline)
                     execution.heartbeat(job.started_job_registry, self.liveness, pipeline)
                     pipeline.execute()
-            except redis.RedisError as err:  # the next beat tries again; three missed and the job is lost
-                log.warning("trainer heartbeat failed: %s", err)
+            except Exception:  # the next beat tries again (three missed and the job counts as lost)
+                log.exception("trainer heartbeat failed")
 
     def register_death(self) -> None:
         self.connection.delete(self.settings.keys.trainer(self.name))
@@ -223,7 +224,7 @@ def run_job(raw_spec: dict) -> dict:
     if spec.shadow:
         _check_go_on(job, client, settings, after_training)
         _set_meta(job, phase="shadow")
-        _set_meta(job, shadow=_shadow(version, env))
+        _set_meta(job, shadow=_shadow(version, env, lambda: _check_go_on(job, client, settings, after_training)))
     _check_go_on(job, client, settings, after_training)
     promoted = False
     if spec.promotion == "auto":
@@ -247,18 +248,37 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _shadow(version: str, env: dict[str, str]) -> dict:
-    """Run ``emostream models shadow`` in a child (TensorFlow stays out of this process)."""
-    done = subprocess.run(
+SHADOW_TIMEOUT_S = 600
+
+
+def _shadow(version: str, env: dict[str, str], go_on: Callable[[], None]) -> dict:
+    """Run ``emostream models shadow`` in a child (TensorFlow stays out of this process), calling ``go_on``
+    every second: what it raises (a cancel, the trainer stopping) stops the child too."""
+    child = subprocess.Popen(
         [sys.executable, "-m", "emostream.cli", "models", "shadow", version],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "shadow run failed"}
-    return json.loads(done.stdout)
+    deadline = time.monotonic() + SHADOW_TIMEOUT_S
+    try:
+        while True:
+            try:
+                out, err = child.communicate(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                go_on()
+                if time.monotonic() > deadline:
+                    return {"error": f"the shadow run took over {SHADOW_TIMEOUT_S} s"}
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    if child.returncode != 0:
+        return {"error": err.strip().splitlines()[-1] if err.strip() else "shadow run failed"}
+    return json.loads(out)
 
 
 def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, settings: Settings, run_dir: Path) -> None:

@@ -25,8 +25,8 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         detect_width=args.detect_width,
         track_refresh=args.track_refresh,
     )
-    settings.require_redis_url("`emostream worker` serves a shared Redis (or use `emostream up`)")
-    run_worker(settings, threads=args.threads)
+    redis_url = settings.require_redis_url("`emostream worker` serves a shared Redis (or use `emostream up`)")
+    run_worker(settings.replace(redis_url=redis_url), threads=args.threads)
     return 0
 
 
