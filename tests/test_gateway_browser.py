@@ -209,11 +209,13 @@ def test_the_page_shows_models_and_retraining_to_operators_only(redis_server, tm
             card_shown[who] = page.is_visible("#model-card")
             if who == "operator":
                 rollback = page.inner_text("#rollback"), page.is_disabled("#rollback")
+                created = page.locator("#versions tbody tr td:nth-child(3)").all_inner_texts()
             context.close()
     assert hidden == {"camera user": True, "operator": False}
     assert card_shown == {"camera user": True, "operator": True}, "what the labels mean is for everyone"
     shipped = json.loads((BUNDLED / "history.json").read_text())["stack"]
     assert rollback == (f"Roll back to {shipped[-2]}", False), "the shipped lineage: one click back to the parent"
+    assert len(created) > 1 and created == sorted(created, reverse=True), "newest first, whatever the architecture"
 
 
 def test_an_operator_may_promote_a_less_accurate_version_after_a_question_but_never_an_unservable_one(

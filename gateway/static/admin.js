@@ -45,6 +45,10 @@ function changed(name, data) {
   return true;
 }
 
+// Versions by creation time, newest first (their ids sort by architecture first); unreadable ones last.
+const newestFirst = (versions) =>
+  [...versions].sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
+
 async function refreshModels() {
   const models = await fetchJson("/api/models");
   if (!changed("models", models)) return;
@@ -61,7 +65,7 @@ async function refreshModels() {
       `live model: ${live} (${current.architecture}, validation accuracy ${accuracy(current.metrics)})`;
   }
   $("#versions tbody").replaceChildren(
-    ...versions.reverse().map((version) => {
+    ...newestFirst(versions).map((version) => {
       const row = document.createElement("tr");
       row.dataset.version = version.version;
       if (version.live) row.className = "live";
