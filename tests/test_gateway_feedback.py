@@ -37,12 +37,22 @@ def sad_not_happy(stream: str, seq: int, box: list) -> dict:
     return {"stream": stream, "seq": seq, "box": box, "label": "sad", "predicted": "happy", "model_version": "v1"}
 
 
-def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_path):
+def happy_clip() -> tuple[list[np.ndarray], list[int]]:
+    """20 frames of one happy validation face, and its box in source pixels."""
     frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
-    box = list(truth[0][0].box)
-    settings = Settings(
-        redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=tmp_path / "feedback", frame_width=320
+    return frames, list(truth[0][0].box)
+
+
+def capture_on(redis_server, tmp_path, **changes) -> Settings:
+    """A gateway's settings with feedback capture on, into ``tmp_path / "feedback"``."""
+    return Settings(
+        redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=tmp_path / "feedback", **changes
     )
+
+
+def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_path):
+    frames, box = happy_clip()
+    settings = capture_on(redis_server, tmp_path, frame_width=320)
 
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
@@ -100,11 +110,8 @@ def test_a_correction_stores_the_face_crop_as_training_data(redis_server, tmp_pa
 
 
 def test_a_frame_held_while_its_user_picks_is_kept_past_the_last_few_and_can_be_corrected(redis_server, tmp_path):
-    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
-    box = list(truth[0][0].box)
-    settings = Settings(
-        redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=tmp_path / "feedback", sample_fps=30
-    )
+    frames, box = happy_clip()
+    settings = capture_on(redis_server, tmp_path, sample_fps=30)
 
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
@@ -133,15 +140,15 @@ def test_a_frame_held_while_its_user_picks_is_kept_past_the_last_few_and_can_be_
 
 
 def test_a_full_feedback_folder_answers_507_and_stores_nothing(redis_server, tmp_path):
-    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
+    frames, box = happy_clip()
     folder = tmp_path / "feedback"
     FeedbackStore(folder, enabled=True).add(np.zeros((48, 48), np.uint8), "fear", "sad", "v0")
-    settings = Settings(redis_url=redis_server.url, key_prefix="test", feedback=1, feedback_dir=folder, feedback_max=1)
+    settings = capture_on(redis_server, tmp_path, feedback_max=1)
 
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             client, redis, received = await camera_with_frames(served, settings, frames)
-            answer = await post(http, served.url, sad_not_happy(client.stream, received[-1].seq, list(truth[0][0].box)))
+            answer = await post(http, served.url, sad_not_happy(client.stream, received[-1].seq, box))
             await client.close()
             await redis.aclose()
             return answer
@@ -152,13 +159,13 @@ def test_a_full_feedback_folder_answers_507_and_stores_nothing(redis_server, tmp
 
 
 def test_nothing_is_kept_or_stored_while_the_switch_is_off(redis_server, tmp_path):
-    frames, truth = make_clip(validation_faces(("happy",), per_class=1), 20, hold=20)
-    settings = Settings(redis_url=redis_server.url, key_prefix="test", feedback_dir=tmp_path / "feedback")
+    frames, box = happy_clip()
+    settings = capture_on(redis_server, tmp_path).replace(feedback=0)
 
     async def scenario():
         async with serving(settings) as served, aiohttp.ClientSession() as http:
             client, redis, received = await camera_with_frames(served, settings, frames)
-            answer = await post(http, served.url, sad_not_happy(client.stream, received[-1].seq, list(truth[0][0].box)))
+            answer = await post(http, served.url, sad_not_happy(client.stream, received[-1].seq, box))
             kept = len(served.hub.sessions[client.stream].sampler.recent)
             async with http.get(f"{served.url}/api/config") as response:
                 config = await response.json()

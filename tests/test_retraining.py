@@ -304,23 +304,21 @@ def training_children(job_id: str) -> list[int]:
     return pids
 
 
-def test_a_trainer_killed_mid_job_takes_its_child_with_it_and_its_job_fails_within_three_heartbeats(
-    redis_server, tmp_path, tiny_fer
-):
-    env = {
-        "REDIS_URL": redis_server.url,
-        "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"),
-        "EMOSTREAM_RUNS": str(tmp_path / "runs"),
-        "EMOSTREAM_DATA": str(tiny_fer),
-        "EMOSTREAM_TRAINER_HEARTBEAT": "1",
-    }
+def training_long_job(env: dict[str, str]) -> str:
+    """The id of a 200-epoch job queued now, once its training child runs."""
+    job_id = run_cli("retrain", "--epochs", "200", "--limit", "70", env=env).stdout.strip()
+    deadline = time.monotonic() + 300
+    while not training_children(job_id):
+        assert time.monotonic() < deadline, "the job never started training"
+        time.sleep(0.2)
+    return job_id
+
+
+def test_a_trainer_killed_mid_job_takes_its_child_with_it_and_its_job_fails_within_three_heartbeats(retrain_env):
+    env = retrain_env
     store = brightness_store(env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     with trainer_process(env) as trainer:
-        job_id = run_cli("retrain", "--epochs", "200", "--limit", "70", env=env).stdout.strip()
-        deadline = time.monotonic() + 300
-        while not training_children(job_id):
-            assert time.monotonic() < deadline, "the job never started training"
-            time.sleep(0.2)
+        job_id = training_long_job(env)
         trainer.kill()  # as the OOM killer, or a supervisor out of patience, would
         trainer.wait()
         deadline = time.monotonic() + 180
@@ -344,11 +342,7 @@ def test_a_trainer_stopped_mid_job_ends_the_job_and_its_training_and_exits(retra
     """A supervisor's SIGTERM: RQ alone would wait for the job (hours of training) until the grace ran out."""
     store = brightness_store(retrain_env["EMOSTREAM_MODEL_STORE"], accuracy=0.0)
     with trainer_process(retrain_env) as trainer:
-        job_id = run_cli("retrain", "--epochs", "200", "--limit", "70", env=retrain_env).stdout.strip()
-        deadline = time.monotonic() + 300
-        while not training_children(job_id):
-            assert time.monotonic() < deadline, "the job never started training"
-            time.sleep(0.2)
+        job_id = training_long_job(retrain_env)
         trainer.terminate()
         exited = trainer.wait(50)  # inside a 60 s grace: up to 30 s of it for the child to stop
         children = training_children(job_id)
