@@ -38,6 +38,8 @@ from emostream.labels import EMOTIONS
 
 WIRE_VERSION = 1
 MAX_SIDE = 4096
+MAX_SCALE = 64.0
+"""Most source pixels per frame pixel: a 4096-pixel frame standing for a 262,144-pixel source."""
 """Largest frame side accepted on the wire."""
 
 
@@ -114,8 +116,8 @@ class Frame:
         else:
             raise WireError(f"unknown encoding {encoding!r}")
         scale = _float(get("scale"), "scale")
-        if not scale > 0:
-            raise WireError(f"scale must be positive, got {scale}")
+        if not 0 < scale <= MAX_SCALE:
+            raise WireError(f"scale must be within 0..{MAX_SCALE} (source pixels per frame pixel), got {scale}")
         return cls(get("stream"), _int(get("seq"), "seq"), _float(get("ts"), "ts"), image, get("reply"), scale)
 
 

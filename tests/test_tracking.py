@@ -146,3 +146,23 @@ def test_near_search_finds_a_known_face_and_reports_a_missing_one_or_one_off_the
     [box] = detector.detect(frame)
     near, gone, outside = detector.detect_near(frame, [box, (400, 140, SIDE, SIDE), (1000, 800, SIDE, SIDE)])
     assert iou(near, box) > 0.8 and gone is None and outside is None
+
+
+def test_a_tall_narrow_frame_keeps_a_small_thumbnail_and_is_followed(new_detector):
+    tracker = FaceTracker(new_detector())
+    strip = np.full((4096, 16), 90, np.uint8)  # 40 cells wide would make a 40 x 10,240 thumbnail
+    _, passes = follow(tracker, [strip, strip], stream="strip")
+    assert tracker.tracks["strip"].thumb.shape[0] <= 40 and passes == ["full", "tracked"]
+
+
+def test_haar_searches_a_window_clipped_at_the_frame_edge_not_shifted_into_the_frame():
+    searched = []
+
+    class Spy(HaarDetector):
+        def _scan(self, gray, x0, y0, ratio, smallest, largest):
+            searched.append((x0, y0, gray.shape[1], gray.shape[0]))
+            return super()._scan(gray, x0, y0, ratio, smallest, largest)
+
+    Spy().detect_near(np.full((480, 640), 90, np.uint8), [(0, 140, SIDE, SIDE)], 2.0)
+    # the window is 384 px around the box's centre (96, 236): x -96..288 clipped to 0..288, y 44..428
+    assert searched == [(0, 44, 288, 384)]

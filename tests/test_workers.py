@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from factories import REPO, brightness, brightness_store, publish_brightness
 from stand_ins import read_results
 
 from emostream.config import Settings
+from emostream.redis_server import RedisServer
 from ingest.crop import crop_face
 from ingest.wire import Frame, Result
 from workers.analysis import analyse
@@ -353,3 +355,51 @@ def test_heartbeats_of_workers_that_stopped_beating_expire(redis_client, tmp_pat
     worker.ensure_group()
     worker.heartbeat()
     assert sorted(redis_client.hkeys(keys.workers)) == [b"alive", b"me"]
+
+
+def test_a_worker_waits_out_its_redis_turning_replica_and_primary_again(worker, redis_client):
+    """A failover seen from the old primary: writes answer READONLY until it is a primary again."""
+    keys = worker.keys
+    face = np.full((96, 96), brightness(4), np.uint8)
+    _push(redis_client, keys, Frame("s", 0, time.time(), face, keys.results("s")))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 1)] == [0]
+    with RedisServer() as primary:
+        redis_client.replicaof("127.0.0.1", primary.port)  # its data replaced by the (empty) primary's
+        deadline = time.monotonic() + 30
+        while redis_client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica never synced"
+            time.sleep(0.1)
+        time.sleep(2)  # the worker's reads meet READONLY meanwhile
+        redis_client.replicaof("NO", "ONE")
+    _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 1, timeout=30)] == [1], "the worker goes on"
+
+
+def test_consumers_that_stopped_leave_the_group(redis_client, tmp_path):
+    settings = Settings(model_store_root=tmp_path / "store")
+    brightness_store(settings.model_store_root)
+    keys = settings.keys
+    worker = Worker(settings, redis_client, HaarDetector(320), LiveModel(settings.model_store()), name="me")
+    worker.ensure_group()
+    redis_client.xadd(keys.frames, {"x": "1"})
+    redis_client.xreadgroup(keys.group, "busy", {keys.frames: ">"}, count=1)  # holds a frame: kept
+    redis_client.xgroup_createconsumer(keys.frames, keys.group, "gone")  # a stopped worker's name
+    time.sleep(0.3)
+    with mock.patch("workers.worker.BEAT_EXPIRE_S", 0.2):
+        worker.forget_idle_consumers()
+    assert sorted(c["name"] for c in redis_client.xinfo_consumers(keys.frames, keys.group)) == [b"busy"]
+    stopped = threading.Thread(target=worker.run)
+    worker.stop()  # stops at once: a clean stop leaves nothing of it in the group
+    redis_client.xgroup_createconsumer(keys.frames, keys.group, "me")
+    stopped.start()
+    stopped.join(10)
+    assert sorted(c["name"] for c in redis_client.xinfo_consumers(keys.frames, keys.group)) == [b"busy"]
+
+
+def test_a_live_pointer_that_cannot_be_read_leaves_the_model_serving(tmp_path):
+    store = brightness_store(tmp_path)
+    live = LiveModel(store)
+    serving = live.classifier.version
+    store.live_file.unlink()
+    store.live_file.mkdir()  # reading it fails as an unreachable shared disk's file does (an OSError)
+    assert not live.refresh(force=True) and live.classifier.version == serving

@@ -107,7 +107,11 @@ class LiveModel:
         if not force and now - self._checked < self.check_interval:
             return False
         self._checked = now
-        live = self.store.live_version()
+        try:
+            live = self.store.live_version()
+        except OSError as err:  # a shared store's hiccup (NFS): keep serving, look again next time
+            log.warning("cannot read the live pointer, still serving %s: %s", self.classifier.version, err)
+            return False
         if live is None or live == self.classifier.version:
             return False
         if live in self.refused and self._refused_as[live] == self._manifest_stamp(live):

@@ -54,8 +54,8 @@ class HaarDetector:
         for box in boxes:
             _, _, w, h = box
             left, top, right, _ = window(box, grow)
-            x0, y0 = max(0, round(left)), max(0, round(top))
-            x1, y1 = min(width, round(x0 + right - left)), min(height, round(y0 + right - left))
+            x0, y0 = max(0, round(left)), max(0, round(top))  # clipped at the frame's edges, not shifted
+            x1, y1 = min(width, round(right)), min(height, round(top + right - left))
             smallest = max(self.min_face, round(min(w, h) * ratio / sizes))
             hits = self._scan(gray[y0:y1, x0:x1], x0, y0, ratio, smallest, round(max(w, h) * ratio * sizes))
             found.append(nearest(hits, box))

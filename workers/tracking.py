@@ -89,27 +89,28 @@ class FaceTracker:
         """The track's faces re-found near where they were, or None when a full pass is needed."""
         if not 0 < seq - track.seq <= self.max_gap or seq - track.full_seq >= self.refresh:
             return None
-        if gray.shape != track.shape or self._changed_elsewhere(track, thumb, gray.shape[1]):
+        if gray.shape != track.shape or self._changed_elsewhere(track, thumb, gray.shape):
             return None
         near = self.detector.detect_near(gray, track.boxes, WINDOW_GROW)
         found = [box for box in near if box is not None]
         return found if len(found) == len(near) and not _any_overlap(found) else None
 
-    def _changed_elsewhere(self, track: _Track, thumb: np.ndarray, width: int) -> bool:
+    def _changed_elsewhere(self, track: _Track, thumb: np.ndarray, shape: tuple[int, ...]) -> bool:
         """Whether a thumbnail cell outside the known faces' search windows changed by more than ``change``."""
         moved = cv2.absdiff(thumb, track.thumb)
-        cell = width / thumb.shape[1]
+        cell_y, cell_x = shape[0] / thumb.shape[0], shape[1] / thumb.shape[1]
         for box in track.boxes:  # a known face moving inside its window is not a change
             left, top, right, bottom = window(box, WINDOW_GROW)
-            x0, y0 = max(0, int(left / cell)), max(0, int(top / cell))
-            x1, y1 = max(0, int(np.ceil(right / cell))), max(0, int(np.ceil(bottom / cell)))
+            x0, y0 = max(0, int(left / cell_x)), max(0, int(top / cell_y))
+            x1, y1 = max(0, int(np.ceil(right / cell_x))), max(0, int(np.ceil(bottom / cell_y)))
             moved[y0:y1, x0:x1] = 0
         return int(moved.max(initial=0)) > self.change
 
 
 def _thumbnail(gray: np.ndarray) -> np.ndarray:
+    """At most THUMB_CELLS cells a side (a tall, narrow frame would otherwise make a tall thumbnail)."""
     height, width = gray.shape
-    size = (THUMB_CELLS, max(1, round(THUMB_CELLS * height / width)))
+    size = (THUMB_CELLS, min(THUMB_CELLS, max(1, round(THUMB_CELLS * height / width))))
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 

@@ -16,8 +16,9 @@ One iteration:
    when a slow worker's frames were reclaimed by another.
 
 Every heartbeat a worker also ``XAUTOCLAIM``s frames pending longer than ``claim_idle`` in
-other consumers (a worker killed mid-batch): fresh ones are processed, stale ones acknowledged
-and counted, none is lost silently.
+other consumers (a worker killed mid-batch): with the default ``claim_idle`` (twice the latency
+budget) they are stale by then, so they are acknowledged and counted, none is lost silently;
+a fresh one (a shorter ``claim_idle``) would be processed.
 """
 
 import contextlib
@@ -46,6 +47,9 @@ REPLY_MAXLEN = 1000
 HEARTBEAT_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 5.0
 REPLY_TTL_S = 120
+UNAVAILABLE = (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError)
+"""Redis's answers while it cannot take writes: a primary turned replica (a failover), a replica
+without its primary, a full Redis. Waited out like a lost connection."""
 STREAM_GONE = ("NOGROUP", "UNBLOCKED", "no such key")
 """Redis's answers when the frames stream or its group vanished (a restart, FLUSHDB, DEL): made again."""
 """A reply stream nobody writes to for this long disappears (its producer is gone)."""
@@ -281,6 +285,7 @@ class Worker:
             expired = set(entries) - set(live_heartbeats(entries, now, BEAT_EXPIRE_S))
             if expired:
                 self.redis.hdel(self.keys.workers, *expired)
+            self.forget_idle_consumers()
         beat = {
             "name": self.name,
             "ts": now,
@@ -290,6 +295,13 @@ class Worker:
         }
         self.redis.hset(self.keys.workers, self.name, json.dumps(beat))
         self.measure_queue()
+
+    def forget_idle_consumers(self) -> None:
+        """Remove from the group the consumers that hold no frame and have not read for ``BEAT_EXPIRE_S``:
+        workers that stopped (each joins under a new name), which would otherwise pile up in Redis."""
+        for consumer in self.redis.xinfo_consumers(self.keys.frames, self.keys.group):
+            if consumer["pending"] == 0 and consumer["idle"] > BEAT_EXPIRE_S * 1000:
+                self.redis.xgroup_delconsumer(self.keys.frames, self.keys.group, consumer["name"])
 
     def measure_queue(self) -> None:
         """Queue length and consumer-group lag / pending, for the gauges.
@@ -326,8 +338,9 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 self._serve()
-            except (redis.ConnectionError, redis.TimeoutError) as err:
+            except (redis.ConnectionError, redis.TimeoutError, *UNAVAILABLE) as err:
                 log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.name, err, backoff)
+                self.redis.connection_pool.disconnect()  # after a failover, new connections find the new primary
                 self.stopping.wait(backoff)
                 backoff = min(RECONNECT_MAX_S, backoff * 2)
                 continue
@@ -339,6 +352,8 @@ class Worker:
             backoff = RECONNECT_MIN_S
         with contextlib.suppress(redis.RedisError):
             self.redis.hdel(self.keys.workers, self.name)
+            if not self.redis.xpending_range(self.keys.frames, self.keys.group, "-", "+", 1, consumername=self.name):
+                self.redis.xgroup_delconsumer(self.keys.frames, self.keys.group, self.name)  # nothing of it left
         log.info("worker %s stopped", self.name)
 
     def _serve(self) -> None:
