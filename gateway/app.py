@@ -36,6 +36,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
+from emostream import redis_client as redis_timeouts
 from emostream.config import Settings
 from emostream.metrics import CONTENT_TYPE, Metrics
 from gateway import access, feedback, retraining
@@ -55,10 +56,8 @@ STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file(
 OFFER_TIMEOUT = 20.0
 """Seconds to answer an offer (ICE gathering included) before giving up with 504."""
 READY_TIMEOUT = 2.0
-REDIS_TIMEOUT_S = 5.0
-"""A Redis answer later than this (the longest wait asked of it is a 1 s XREAD BLOCK) means the
-connection was lost without a word (a dead node, a NAT that forgot it): it is dropped and made again.
-redis-py 8 waits as long by default; 5 to 7, which ``redis>=5`` allows, waited for ever."""
+REDIS_TIMEOUT_S = redis_timeouts.TIMEOUT_S
+"""A Redis answer later than this means the connection was lost without a word (:mod:`emostream.redis_client`)."""
 WORKER_MAX_AGE = 5.0
 """Seconds since its last heartbeat (one a second) after which a worker is no longer listed in /api/targets."""
 __all__ = ["HUB", "ApiError", "create_app"]  # HUB and ApiError live in gateway.api
@@ -67,7 +66,10 @@ __all__ = ["HUB", "ApiError", "create_app"]  # HUB and ApiError live in gateway.
 def redis_client(url: str) -> aioredis.Redis:
     """The gateway's Redis client: answers that never come are given up (:data:`REDIS_TIMEOUT_S`)."""
     return aioredis.Redis.from_url(
-        url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=REDIS_TIMEOUT_S, socket_keepalive=True
+        url,
+        socket_connect_timeout=redis_timeouts.CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_keepalive=True,
     )
 
 

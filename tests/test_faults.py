@@ -9,15 +9,19 @@ reclaimed or counted.
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 import redis
 from clips import make_clip, validation_faces
+from factories import brightness, brightness_store
 from gateway_helpers import ClipTrack, GatewayProcess, connect, run, until
 from silent_proxy import SilentProxy
 
+from emostream import redis_client as sync_redis
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from emostream.redis_server import RedisServer
@@ -25,7 +29,10 @@ from emostream.stack import EmbeddedStack
 from gateway.app import REDIS_TIMEOUT_S
 from gateway.app import redis_client as redis_client_of_gateway
 from gateway.results import ResultReader
-from ingest.wire import Result
+from ingest.wire import Frame, Result
+from workers.classify import LiveModel
+from workers.haar import HaarDetector
+from workers.worker import Worker
 
 STREAMS = 3
 READY_S = 240.0
@@ -144,3 +151,35 @@ def test_a_gateway_whose_redis_connection_goes_silent_reconnects(redis_server, r
 
     run(scenario())
     assert [r.seq for r in delivered] == [1]
+
+
+def test_a_worker_whose_redis_connection_goes_silent_reconnects(redis_server, redis_client, tmp_path):
+    """As the gateway's: a worker blocked reading on a connection gone silent gives up and reads on a new one."""
+    settings = Settings(redis_url=redis_server.url, model_store_root=tmp_path / "store", max_frame_age=30.0)
+    brightness_store(settings.model_store_root)
+    reply = settings.keys.results("s")
+
+    async def scenario() -> None:
+        async with SilentProxy(redis_server.port) as proxy:
+            client = sync_redis.connect(f"redis://127.0.0.1:{proxy.port}/0")
+            worker = Worker(settings, client, HaarDetector(320), LiveModel(settings.model_store()))
+            thread = threading.Thread(target=worker.run, daemon=True)
+            thread.start()
+            try:
+                await until(lambda: proxy.connections, 10, "the worker connected")
+                await asyncio.sleep(0.5)  # blocked in its read
+                proxy.silence()
+                face = np.full((96, 96), brightness(4), np.uint8)
+                for seq in range(int(sync_redis.TIMEOUT_S * 4)):  # the first may go to the silent connection
+                    redis_client.xadd(settings.keys.frames, Frame("s", seq, time.time(), face, reply).encode())
+                    if redis_client.xlen(reply):
+                        break
+                    await asyncio.sleep(1)
+                await until(lambda: redis_client.xlen(reply), 5, "a frame answered on a new connection")
+            finally:
+                worker.stop()
+                await asyncio.to_thread(thread.join, 15)
+
+    run(scenario())
+    seqs = [Result.decode(fields).seq for _, fields in redis_client.xrange(reply)]
+    assert seqs and len(seqs) == len(set(seqs)), "answered, each at most once"

@@ -34,13 +34,14 @@ def run_worker(settings: Settings, threads: int = 0, name: str | None = None) ->
     """Serve frames from ``settings.redis_url`` until SIGTERM or SIGINT, with /metrics, /healthz, /readyz."""
     import redis
 
+    from emostream import redis_client
     from emostream.metrics import Metrics
     from emostream.status_server import StatusServer
     from workers.classify import LiveModel
     from workers.detection import make_detector
     from workers.worker import Worker
 
-    client = redis.Redis.from_url(settings.require_redis_url("workers serve a shared Redis"))
+    client = redis_client.connect(settings.require_redis_url("workers serve a shared Redis"))
     metrics = Metrics()
     with logs.quiet_native_start():
         model = LiveModel(settings.model_store(), settings.runtime, threads)

@@ -106,7 +106,9 @@ def _queue(settings: Settings) -> Iterator[Settings]:
 def _connect(settings: Settings) -> Iterator["redis.Redis"]:
     import redis
 
-    client = redis.Redis.from_url(settings.require_redis_url("workers read frames from Redis"))
+    from emostream import redis_client
+
+    client = redis_client.connect(settings.require_redis_url("workers read frames from Redis"))
     try:
         client.ping()
     except redis.RedisError as err:
