@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from emostream.children import tied
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 """The shipped configuration: prometheus.yml and rules/ (present in a source checkout)."""
 COMPOSE_GATEWAY = "http://gateway:8080"
@@ -54,4 +56,5 @@ def start_prometheus(gateway_url: str, port: int, data_dir: str | Path) -> subpr
             "--log.level=warn",
         ],
         stdout=subprocess.DEVNULL,
+        **tied(),
     )

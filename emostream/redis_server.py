@@ -9,6 +9,8 @@ from pathlib import Path
 
 import redis
 
+from emostream.children import tied
+
 INSTALL_HINT = (
     "redis-server not found on PATH: install it (Debian/Ubuntu: `sudo apt-get install redis-server`, "
     "macOS: `brew install redis`) or set REDIS_URL to a running Redis"
@@ -80,6 +82,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            **tied(),
         )
         client = redis.Redis(host=self.host, port=self.port)
         deadline = time.monotonic() + timeout

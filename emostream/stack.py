@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from emostream.children import tied
 from emostream.config import Settings
 from emostream.redis_server import RedisServer
 from ingest.keys import live_heartbeats
@@ -99,7 +100,7 @@ class EmbeddedStack:
         env = {**os.environ, **self.settings.to_env()}
         self.commands[name] = command
         self._started_at[name] = time.monotonic()
-        self.children[name] = subprocess.Popen([sys.executable, "-m", "emostream.cli", *command], env=env)
+        self.children[name] = subprocess.Popen([sys.executable, "-m", "emostream.cli", *command], env=env, **tied())
 
     def supervise(self) -> None:
         """Restart dead children (call every second or so), with backoff while one keeps dying.

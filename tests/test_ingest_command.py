@@ -33,7 +33,7 @@ def own_logging():
     root.setLevel(level)
 
 
-def emostream(*args: str, env: dict[str, str]) -> subprocess.Popen:
+def emostream(*args: str, env: dict[str, str], **popen: object) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "emostream.cli", *args],
         cwd=REPO,
@@ -41,6 +41,7 @@ def emostream(*args: str, env: dict[str, str]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
 
 
@@ -106,6 +107,28 @@ def test_sigterm_stops_a_live_camera_cleanly(tmp_path, redis_server):
     assert "SIGTERM: stopping" in err and "frames sent" in err and "Traceback" not in err
     seqs = [line["seq"] for line in read_lines(out)]
     assert len(seqs) >= 5 and seqs == sorted(set(seqs))
+
+
+def test_ctrl_c_stops_an_ingest_with_its_own_stack_cleanly(tmp_path):
+    """Ctrl-C goes to the terminal's whole foreground process group: the private Redis and workers must
+    not take it, or the run cannot finish its frames in flight."""
+    out = tmp_path / "live.jsonl"
+    env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_REDIS_DIR": str(tmp_path / "redis")}
+    with MjpegCamera(FRAMES, fps=25) as camera:
+        proc = emostream("ingest", "--source", camera.url, "--out", str(out), "--workers", "1", env=env,
+                         start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 240
+            while len(read_lines(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert "SIGINT: stopping" in err and "frames sent" in err and "cannot reach" not in err
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,7 +116,7 @@ def test_a_child_that_keeps_dying_at_start_ends_the_stack_with_the_reason(tmp_pa
 
 
 @pytest.mark.slow
-def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly_on_sigterm(tmp_path):
+def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly_on_ctrl_c(tmp_path):
     port = free_port()
     (tmp_path / "bin").mkdir()
     env = {
@@ -135,7 +136,7 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its children share its process group: none may outlive it
+        start_new_session=True,  # its own process group, as a job in a terminal is
     )
     try:
         line, login = proc.stdout.readline(), proc.stdout.readline()
@@ -170,13 +171,15 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
         # beside it, with no REDIS_URL, the CLI finds the Redis that up runs
         listed = run_cli("jobs", "list", env={**env, "REDIS_URL": None})
         assert listed.returncode == 0 and [j["id"] for j in json.loads(listed.stdout)] == [job["id"]], listed.stderr
-        proc.send_signal(signal.SIGTERM)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in its terminal: the whole foreground process group
         assert proc.wait(60) == 0
         after = run_cli("jobs", "list", env={**env, "REDIS_URL": None})
         assert after.returncode == 2 and "no `emostream up` runs here" in after.stderr, "and forgets it once up stops"
         logs = proc.stderr.read()
         assert "lost Redis" not in logs and "killing it" not in logs, "gateway, then workers, then Redis"
-        left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 4, children  # Redis, a worker, the gateway, the trainer
+        left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
         assert left == [], f"processes of up still running: {left}"
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -11,7 +11,6 @@ child publishes only after training finished, and a store version appears atomic
 failed, cancelled or timed-out job never publishes anything; promotion happens here, after.
 """
 
-import ctypes
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from rq import Queue, SimpleWorker, get_current_job
 from rq.executions import Execution
 from rq.job import Job
 
+from emostream.children import tied
 from emostream.config import Settings
 from model_store.announcement import announce
 from model_store.errors import PromotionRefused
@@ -202,7 +202,7 @@ def run_job(raw_spec: dict) -> dict:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            **tied(),
         )
         try:
             _follow(child, job, client, settings, run_dir)
@@ -239,15 +239,6 @@ def run_job(raw_spec: dict) -> dict:
     return {"version": version, "promoted": promoted, "metrics": manifest.metrics}
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the training child, before it runs: SIGTERM when the trainer dies, however it dies (SIGKILL
-    by a supervisor or the OOM killer included), so no training outlives its job unwatched (Linux)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 SHADOW_TIMEOUT_S = 600
 
 
@@ -260,7 +251,7 @@ def _shadow(version: str, env: dict[str, str], go_on: Callable[[], None]) -> dic
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        **tied(),
     )
     deadline = time.monotonic() + SHADOW_TIMEOUT_S
     try:
