@@ -46,6 +46,8 @@ def test_a_worker_with_a_skewed_clock_judges_frame_age_by_redis(redis_server, re
             time.sleep(0.05)
         answers = read_results(redis_client, reply, 5, timeout=deadline - time.monotonic())
         assert sorted(r.seq for r in answers) == list(range(5))
+        # time in the queue by Redis's clock too (answered frames waited no longer than the budget)
+        assert all(0 <= r.timings["queue_s"] <= Settings().max_frame_age for r in answers), answers
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)

@@ -86,6 +86,7 @@ class Batch:
     frames: list[Frame] = field(default_factory=list)
     frame_ids: list[bytes] = field(default_factory=list)
     read_at: float = 0.0
+    """When the batch was read, by Redis's clock (entry ids are Redis's times too)."""
 
 
 class Worker:
@@ -145,7 +146,7 @@ class Worker:
         for entry_id, fields in entries:
             batch.ids.append(entry_id)
             self._accept(batch, entry_id, fields)
-        batch.read_at = time.time()
+        batch.read_at = self.redis_now()
         return batch
 
     def _read(self, count: int, block_ms: int | None) -> list[Entry]:
@@ -170,7 +171,7 @@ class Worker:
 
     def reclaim(self) -> Batch:
         """Frames a dead (or stuck) worker left pending, claimed for this worker."""
-        batch = Batch(read_at=time.time())
+        batch = Batch(read_at=self.redis_now())
         _, entries, deleted = self.redis.xautoclaim(
             self.keys.frames, self.keys.group, self.name, self.claim_idle_ms, "0-0", count=self.settings.batch_frames
         )
@@ -234,7 +235,8 @@ class Worker:
             "batch_faces": analysis.batch_size,
             "batch_frames": len(batch.frames),
         }
-        for frame, faces in zip(batch.frames, analysis.faces, strict=True):
+        for frame, entry_id, faces in zip(batch.frames, batch.frame_ids, analysis.faces, strict=True):
+            queued = batch.read_at - int(entry_id.split(b"-", 1)[0]) / 1000  # both by Redis's clock
             results.append(
                 Result(
                     frame.stream,
@@ -243,7 +245,7 @@ class Worker:
                     classifier.version,
                     faces,
                     self.name,
-                    {**timings, "queue_s": round(batch.read_at - frame.ts, 4)},
+                    {**timings, "queue_s": round(queued, 4)},
                     [round(side * frame.scale) for side in frame.image.shape[1::-1]],
                 )
             )
