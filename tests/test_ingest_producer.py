@@ -78,6 +78,17 @@ def test_stalled_only_when_frames_wait_and_nothing_is_answered():
     assert not window.stalled(now=111.0, timeout=5) and window.stalled(now=113.0, timeout=5)
 
 
+def test_a_slow_live_source_whose_every_frame_is_given_up_still_stalls():
+    """One frame every 3 s, each given up after 1 s unanswered: the window is empty at every send."""
+    window = Window(capacity=4, resend_after=1.0)
+    for second in range(0, 12, 3):
+        window.add(frame(second), now=float(second))
+        _, lost = window.overdue(now=second + 1.5, retry=False)
+        assert [f.seq for f in lost] == [second]
+    window.add(frame(12), now=12.0)
+    assert window.stalled(now=12.5, timeout=10), "no answer for 12.5 s while frames were sent"
+
+
 def test_window_rejects_a_useless_size():
     with pytest.raises(ValueError, match="capacity"):
         Window(capacity=0, resend_after=1.0)

@@ -51,6 +51,9 @@ class Window:
         self._pending: dict[int, Pending] = {}
         self._answered_at = float("-inf")
         self._progress_at = 0.0
+        self._lost_since_answer = False
+        """Frames were given up since the last answer: a send into an empty window does not restart the
+        stall clock then (a slow live source whose every frame is given up must still stall)."""
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -65,7 +68,7 @@ class Window:
 
     def add(self, frame: Frame, now: float) -> None:
         """Record a send of ``frame``; a resend keeps its place and its misses."""
-        if not self._pending:
+        if not self._pending and not self._lost_since_answer:
             self._progress_at = now
         pending = self._pending.get(frame.seq)
         if pending is None:
@@ -78,6 +81,7 @@ class Window:
         if self._pending.pop(seq, None) is None:
             return False
         self._answered_at = self._progress_at = now
+        self._lost_since_answer = False
         return True
 
     def overdue(self, now: float, retry: bool) -> tuple[list[Frame], list[Frame]]:
@@ -96,6 +100,7 @@ class Window:
                 resend.append(pending.frame)
             else:
                 lost.append(self._pending.pop(seq).frame)
+                self._lost_since_answer = True
         return resend, lost
 
     def stalled(self, now: float, timeout: float) -> bool:
