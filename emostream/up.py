@@ -16,8 +16,8 @@ def _record(settings: Settings, redis_url: str) -> Path:
     settings.redis_dir.mkdir(parents=True, exist_ok=True)
     path = settings.redis_dir / UP_RECORD
     staged = path.with_name(f".{UP_RECORD}.{os.getpid()}")
-    staged.write_text(json.dumps({"redis_url": redis_url, "pid": os.getpid()}))
-    staged.chmod(0o600)
+    with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:  # this user's only
+        json.dump({"redis_url": redis_url, "pid": os.getpid()}, out)
     staged.replace(path)
     return path
 
