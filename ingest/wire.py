@@ -38,8 +38,9 @@ from emostream.labels import EMOTIONS
 
 WIRE_VERSION = 1
 MAX_SIDE = 4096
-MAX_SCALE = 64.0
-"""Most source pixels per frame pixel: a 4096-pixel frame standing for a 262,144-pixel source."""
+MAX_SCALE = 1024.0
+"""Most source pixels per frame pixel (``frame_width`` may be as low as 32 for an 8K source): boxes
+times it stay far from any integer's limit."""
 """Largest frame side accepted on the wire."""
 
 

@@ -32,8 +32,8 @@ def test_frames_round_trip_from_redis_or_straight_from_encode(encoding):
         ({"w": "0"}, "outside 1..4096"),
         ({"enc": "png"}, "unknown encoding 'png'"),
         ({"data": b"short"}, "raw frame has 5 bytes, expected 64"),
-        ({"scale": "-1"}, "scale must be within 0..64"),
-        ({"scale": "1e306"}, "scale must be within 0..64"),  # boxes times it would overflow an integer
+        ({"scale": "-1"}, "scale must be within 0..1024"),
+        ({"scale": "1e306"}, "scale must be within 0..1024"),  # boxes times it would overflow an integer
         ({"ts": "nan"}, "field 'ts' is not finite"),
         ({"stream": b"\xff"}, "field 'stream' is not UTF-8 text"),
     ],
