@@ -342,7 +342,9 @@ class Worker:
                 self._serve()
             except (redis.ConnectionError, redis.TimeoutError, *UNAVAILABLE) as err:
                 log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.name, err, backoff)
-                self.redis.connection_pool.disconnect()  # after a failover, new connections find the new primary
+                # after a failover, new connections find the new primary; those other threads use (the status
+                # server's readiness ping) are left alone
+                self.redis.connection_pool.disconnect(inuse_connections=False)
                 self.stopping.wait(backoff)
                 backoff = min(RECONNECT_MAX_S, backoff * 2)
                 continue
