@@ -334,6 +334,10 @@ def test_a_trainer_killed_mid_job_takes_its_child_with_it_and_its_job_fails_with
     # RQ alone would call the job "started" until its 6-hour timeout ran out, and offer the dead trainer that long
     view = ended(job_id, env, time.monotonic() + 60, "the dead trainer's job still looks alive")
     assert view["status"] == "failed" and view["error"] == ABANDONED
+    client, deadline = redis.Redis.from_url(env["REDIS_URL"]), time.monotonic() + 30
+    while offers(client, Settings()):  # its offer lapses within the same three beats (to the second)
+        assert time.monotonic() < deadline, "the dead trainer is still offered"
+        time.sleep(0.2)
     refused = run_cli("retrain", "--epochs", "1", env=env)
     assert refused.returncode == 2 and "no trainer is running" in refused.stderr
 
