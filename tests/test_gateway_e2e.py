@@ -103,13 +103,13 @@ def test_aiortc_camera_gets_real_labels_and_boxes(stack, scene):
 
     async def scenario():
         client = await connect(stack.url, ClipTrack(frames, fps=10), keep_frames=1)
-        await until(lambda: len(client.results) >= 10, RESULTS_S, "10 results from the worker")
+        await until(lambda: len(client.results) >= 20, RESULTS_S, "20 results from the worker")
         await client.close()
         return client
 
     client = run(scenario(), timeout=RESULTS_S + 60)
     assert {r["stream"] for r in client.results} == {client.stream}
-    share = recognised(client.results, truth)
+    share = recognised(client.results[10:], truth)  # past the video's first second: the encoder's start
     assert share >= 0.7, f"only {share:.0%} of the faces were found and labelled right"
 
 
