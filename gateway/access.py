@@ -11,9 +11,11 @@ Every route but :data:`OPEN_PATHS` needs a token when one is set, as ``Authoriza
 over https, directly or through a trusted proxy) and redirects to the same URL without the token,
 so it stays out of the address bar, history and logs. Tokens are compared in constant time. A
 gateway reachable from other machines refuses to start without one (:func:`check_exposure`).
-Without tokens, other websites the user visits are kept out (:func:`tokenless_guard`): a request
-must name the gateway by a loopback host (no DNS rebinding), and one that changes something must not
-come from another origin (no cross-site request forgery).
+Other websites the user visits are kept out: a request that changes something must not come from a
+page of another origin (:func:`origin_guard`, no cross-site request forgery, on every gateway: the
+cookie goes with requests from the same *site*, another port or subdomain of it included), and
+without a camera token, where anyone may use the gateway, a request must name it by a loopback host
+(:func:`host_guard`, no DNS rebinding).
 Behind a reverse proxy (``EMOSTREAM_TRUSTED_PROXIES``) the client address used for limits comes
 from ``X-Forwarded-For``, and only when the peer is one of those proxies.
 """
@@ -71,15 +73,26 @@ def _within(address: str, networks: list[Network]) -> bool:
 def client_address(request: web.Request, trusted: list[Network]) -> str:
     """The client's address for limits: the peer's, unless the peer is a trusted proxy, then the
     right-most ``X-Forwarded-For`` address that is not one of the trusted proxies (a client can
-    prepend anything to the header, but not what the proxies append)."""
+    prepend anything to the header, but not what the proxies append). An IPv6 client counts as its
+    /64 network, which one host holds whole."""
     peer = request.remote or ""
     if not _within(peer, trusted):
-        return peer
+        return _one_host(peer)
     forwarded = [a.strip() for h in request.headers.getall("X-Forwarded-For", []) for a in h.split(",") if a.strip()]
     for address in reversed(forwarded):
         if not _within(address, trusted):
-            return address
-    return forwarded[0] if forwarded else peer
+            return _one_host(address)
+    return _one_host(forwarded[0] if forwarded else peer)
+
+
+def _one_host(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network((ip, 64), strict=False))
+    return address
 
 
 def came_over_https(request: web.Request, trusted: list[Network]) -> bool:
@@ -128,32 +141,42 @@ def role_of(settings: Settings, given: str | None) -> str | None:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def tokenless_guard(request: web.Request, cors_origins: frozenset[str]) -> None:
-    """On a gateway without tokens, where every request is an operator's: :class:`ApiError` 403 for a
-    request addressed to a name other than a loopback one (a page of another site whose name was made to
-    point here), or one that changes something sent by a page of another origin."""
+def host_guard(request: web.Request) -> None:
+    """:class:`ApiError` 403 for a request addressed to a name other than a loopback one: on a gateway
+    without a camera token, a page of another site whose name was made to point here."""
     if not is_loopback(request.url.host or ""):
         raise ApiError(403, f"host {request.host!r} is not a loopback name; set EMOSTREAM_TOKEN to serve others")
+
+
+def origin_guard(request: web.Request, cors_origins: frozenset[str], trusted: list[Network]) -> None:
+    """:class:`ApiError` 403 for a request that changes something sent by a page of another origin
+    than the gateway's own (its ``Host``, or a trusted proxy's ``X-Forwarded-Host``) and not listed in
+    ``EMOSTREAM_CORS_ORIGINS``. Scripts and API clients send no ``Origin``."""
     origin = request.headers.get("Origin")
-    own = f"{request.scheme}://{request.host}"
-    if request.method not in SAFE_METHODS and origin and origin != own and origin not in cors_origins:
+    if request.method in SAFE_METHODS or not origin or origin in cors_origins:
+        return
+    own = {request.host}
+    if _within(request.remote or "", trusted):
+        own.update(h.split(",")[0].strip() for h in request.headers.getall("X-Forwarded-Host", []))
+    if origin.partition("://")[2] not in own:
         raise ApiError(403, f"cross-site request from {origin} refused")
 
 
 def access_middleware(settings: Settings):
     """Tokens and roles (see the module documentation); the role is left in ``request[ROLE]``."""
-    trusted = trusted_networks(settings)
-    tokenless, origins = not (settings.token or settings.admin_token), cors_origins(settings)
+    trusted, origins = trusted_networks(settings), cors_origins(settings)
+    tokens = [token.encode() for token in (settings.token, settings.admin_token) if token]
 
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        if tokenless:
-            tokenless_guard(request, origins)
+        if not settings.token:
+            host_guard(request)
+        origin_guard(request, origins, trusted)
         if request.path == "/" and "token" in request.query:
             given = request.query["token"]
-            if role_of(settings, given) is None or not (settings.token or settings.admin_token):
+            if not any(_matches(given, token) for token in tokens):
                 raise ApiError(401, "wrong token")
             query = MultiDict(request.query)
             del query["token"]

@@ -14,6 +14,7 @@ from test_gateway_http import call, settings_for, video_offer
 from emostream.config import Settings
 
 TOKEN = "s3cret-token-for-tests"
+ADMIN = "0perator-token-for-tests"
 
 
 def test_every_route_but_health_and_metrics_needs_the_token(redis_server):
@@ -139,6 +140,57 @@ def test_without_tokens_other_sites_can_neither_forge_requests_nor_rebind_a_name
     )
 
 
+def test_with_tokens_pages_of_the_same_site_cannot_forge_an_operators_requests(redis_server):
+    """The cookie goes with every request from the same site, another port or subdomain included
+    (SameSite is no defence there): a change sent by a page of another origin is refused whatever
+    carries the token. With only the operator token set anyone is a camera user, so a name must be a
+    loopback one, and only a configured token becomes a cookie."""
+
+    job = {"epochs": 1}
+
+    async def scenario():
+        both = settings_for(redis_server, token=TOKEN, admin_token=ADMIN, trusted_proxies="127.0.0.1")
+        async with serving(both) as served, aiohttp.ClientSession() as http:
+            url, cookie = f"{served.url}/api/training-jobs", {"Cookie": f"emostream_token={ADMIN}"}
+            sibling = {**cookie, "Origin": "http://127.0.0.1:3000"}
+            proxied = {**cookie, "Origin": "https://emostream.example.org", "X-Forwarded-Host": "emostream.example.org"}
+            with_tokens = {
+                "sibling port": await call(http, "POST", url, json=job, headers=sibling),
+                "sibling with bearer": await call(
+                    http, "POST", url, json=job, headers={**sibling, "Authorization": f"Bearer {ADMIN}"}
+                ),
+                "own page": await call(http, "POST", url, json=job, headers={**cookie, "Origin": served.url}),
+                "through its proxy": await call(http, "POST", url, json=job, headers=proxied),
+                "script": await call(http, "POST", url, json=job, headers={"Authorization": f"Bearer {ADMIN}"}),
+            }
+        async with serving(settings_for(redis_server, admin_token=ADMIN)) as served, aiohttp.ClientSession() as http:
+            operator_only = {
+                "rebound": await call(http, "GET", f"{served.url}/api/config", headers={"Host": "evil.example"}),
+                "any token as cookie": await call(http, "GET", f"{served.url}/?token=garbage", allow_redirects=False),
+                "forged offer": await call(
+                    http, "POST", f"{served.url}/api/offer", json={}, headers={"Origin": "https://evil.example"}
+                ),
+                "own config": await call(http, "GET", f"{served.url}/api/config"),
+            }
+        return with_tokens, operator_only
+
+    with_tokens, operator_only = run(scenario())
+    assert {name: status for name, (status, _, _) in with_tokens.items()} == {
+        "sibling port": 403,
+        "sibling with bearer": 403,
+        "own page": 503,  # past the guards: no trainer offers its data
+        "through its proxy": 503,
+        "script": 503,
+    }, with_tokens
+    assert "cross-site request from http://127.0.0.1:3000 refused" in with_tokens["sibling port"][2]["error"]
+    assert {name: status for name, (status, _, _) in operator_only.items()} == {
+        "rebound": 403,
+        "any token as cookie": 401,
+        "forged offer": 403,
+        "own config": 200,
+    }, operator_only
+
+
 def test_the_gateway_refuses_to_listen_beyond_loopback_without_a_token(redis_server):
     env = {k: v for k, v in os.environ.items() if k != "EMOSTREAM_TOKEN"} | {"REDIS_URL": redis_server.url}
     for command in (["gateway", "--host", "0.0.0.0", "--port", "0"], ["up", "--host", "0.0.0.0", "--port", "0"]):
@@ -177,13 +229,12 @@ def test_forwarded_headers_count_only_from_trusted_proxies(redis_server):
     assert run(offers_from(behind, ["198.51.100.1, 203.0.113.9", "198.51.100.2, 203.0.113.9"])) == [400, 429]
     # not behind a trusted proxy: the header is anyone's to write, so every offer is the peer's
     assert run(offers_from(exposed, ["203.0.113.7", "203.0.113.8"])) == [400, 429]
+    # one IPv6 host holds a whole /64: its addresses share one client's limits
+    assert run(offers_from(behind, ["2001:db8:1::1", "2001:db8:1::2", "2001:db8:2::1"])) == [400, 429, 400]
     assert "Secure" in run(cookie(settings_for(redis_server, token=TOKEN, trusted_proxies="127.0.0.1")))
     assert "Secure" not in run(cookie(settings_for(redis_server, token=TOKEN)))
     with pytest.raises(ValueError, match=r"EMOSTREAM_TRUSTED_PROXIES: 'proxy\.local' is not an address"):
         Settings.from_env({"EMOSTREAM_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"})
-
-
-ADMIN = "0perator-token-for-tests"
 
 
 def test_camera_users_reach_their_own_streams_and_operators_everything(redis_server):
