@@ -85,6 +85,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if err.status < 400:
             raise
         status, message = err.status, err.reason
+        headers = {k: v for k, v in err.headers.items() if k not in ("Content-Type", "Content-Length")}  # Allow
     except asyncio.CancelledError:
         raise
     except redis.RedisError as err:  # the gateway is fine; what the request needs is not there
@@ -151,7 +152,8 @@ async def offer(request: web.Request) -> web.Response:
     except GatewayFull as err:
         raise ApiError(503, str(err)) from None
     except ClientLimit as err:
-        raise ApiError(429, str(err)) from None
+        retry = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
+        raise ApiError(429, str(err), headers=retry) from None
     except OfferError as err:
         raise ApiError(400, str(err)) from None
     except TimeoutError:
@@ -189,8 +191,14 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[HUB].redis.ping(), READY_TIMEOUT)
     except (aioredis.RedisError, OSError, TimeoutError) as err:
-        raise ApiError(503, f"Redis unreachable: {err!r}") from None
+        raise _unreachable(request, err) from None
     return web.json_response({"ready": True})
+
+
+def _unreachable(request: web.Request, err: BaseException) -> ApiError:
+    """503 for an open route whose Redis does not answer: the cause (addresses) goes to the log only."""
+    log.warning("%s %s: Redis unreachable: %r", request.method, request.path, err)
+    return ApiError(503, "Redis unreachable; try again later", headers={"Retry-After": "5"})
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
@@ -214,7 +222,7 @@ async def targets(request: web.Request) -> web.Response:
         beats = await asyncio.wait_for(hub.redis.hgetall(settings.keys.workers), READY_TIMEOUT)
         seconds, micros = await asyncio.wait_for(hub.redis.time(), READY_TIMEOUT)
     except (aioredis.RedisError, OSError, TimeoutError) as err:
-        raise ApiError(503, f"Redis unreachable: {err!r}") from None  # Prometheus keeps its last list
+        raise _unreachable(request, err) from None  # Prometheus keeps its last list
     now = seconds + micros / 1e6  # heartbeats are stamped by Redis's clock: hosts' clocks may differ
     for beat in live_heartbeats(beats, now, WORKER_MAX_AGE).values():
         if beat.get("role", "worker") == "worker" and beat.get("metrics"):

@@ -3,7 +3,9 @@
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
+import time
 import uuid
 
 import redis.asyncio as aioredis
@@ -14,6 +16,7 @@ from emostream.config import Settings
 from emostream.metrics import Metrics
 from gateway.limits import ClientRateLimiter
 from gateway.results import ResultReader
+from gateway.sampler import CONNECT_TIMEOUT
 from gateway.session import Session
 from ingest.wire import Result
 
@@ -32,7 +35,12 @@ class GatewayFull(RuntimeError):
 
 
 class ClientLimit(RuntimeError):
-    """The client has ``settings.max_streams_per_client`` sessions open already."""
+    """The client has ``settings.max_streams_per_client`` sessions open already; ``retry_after`` (seconds)
+    when one of them has had no frame yet, so it closes by itself then unless its camera connects."""
+
+    def __init__(self, message: str, retry_after: int | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Hub:
@@ -79,8 +87,12 @@ class Hub:
         if len(self.sessions) >= self.settings.max_streams:
             raise GatewayFull(f"this gateway serves at most {self.settings.max_streams} streams")
         limit = self.settings.max_streams_per_client
-        if sum(s.client == client for s in self.sessions.values()) >= limit:
-            raise ClientLimit(f"a client may have at most {limit} streams open")
+        mine = [s for s in self.sessions.values() if s.client == client]
+        if len(mine) >= limit:
+            waiting = [s.started for s in mine if s.sampler is None or not s.sampler.stats.taken]
+            retry = max(1, math.ceil(min(waiting) + CONNECT_TIMEOUT - time.time())) if waiting else None
+            connecting = f" ({len(waiting)} not connected yet: try again in {retry} s)" if retry else ""
+            raise ClientLimit(f"a client may have at most {limit} streams open{connecting}", retry)
         stream = f"{self.id}-{secrets.token_hex(8)}"  # unguessable: another client cannot name it
         session = Session(
             stream, self.reply, self.settings, self.redis, self.metrics, self._closed, client, return_video

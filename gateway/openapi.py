@@ -12,7 +12,7 @@ from functools import cache
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.access import OPEN_PATHS, TOKEN_COOKIE, operator_only
+from gateway.access import OPEN_PATHS, TOKEN_COOKIE
 from gateway.api import MAX_BODY
 from gateway.bodies import Answer, Correction, Error, Held, Offer, Promotion, TrainingRequest
 
@@ -113,14 +113,24 @@ ROUTES: dict[str, dict[str, Operation]] = {
         )
     },
     "/api/training-jobs": {
-        "get": Operation("Every retraining job, newest first", "the jobs"),
-        "post": Operation("Queue a retraining job", "the job", status=201, body=TrainingRequest, body_required=False),
+        "get": Operation("Every retraining job, newest first", "the jobs", errors=(503,)),
+        "post": Operation(
+            "Queue a retraining job (503: no trainer is running)",
+            "the job",
+            status=201,
+            errors=(503,),
+            body=TrainingRequest,
+            body_required=False,
+        ),
     },
     "/api/training-jobs/{id}": {
         "get": Operation(
-            "One job: status, progress, metrics, the resulting version", "the job", errors=(404,), parameters=(JOB,)
+            "One job: status, progress, metrics, the resulting version",
+            "the job",
+            errors=(404, 503),
+            parameters=(JOB,),
         ),
-        "delete": Operation("Cancel a job", "the job", errors=(404, 409), parameters=(JOB,)),
+        "delete": Operation("Cancel a job", "the job", errors=(404, 409, 503), parameters=(JOB,)),
     },
     "/api/models": {"get": Operation("Every model version with its metrics, and the live one", "the versions")},
     "/api/models/rollback": {
@@ -180,9 +190,7 @@ def describe(path: str, operation: Operation) -> dict:
     """One operation as OpenAPI has it."""
     errors = set(operation.errors)
     if path not in OPEN_PATHS:
-        errors.add(401)
-    if operator_only(path):
-        errors.add(403)
+        errors |= {401, 403}  # no token; an operator's route, another site's page or a name not loopback
     if operation.body:
         errors |= {400, 413}
     answers = {

@@ -142,8 +142,12 @@ class ModelStore:
 
     def path(self, version: str) -> Path:
         path = self.versions_dir / version
-        if "/" in version or version.startswith(".") or not (path / MANIFEST).exists():
-            raise UnknownVersion(f"no model version {version!r} in {self.root}")
+        try:
+            known = "/" not in version and not version.startswith(".") and (path / MANIFEST).exists()
+        except (OSError, ValueError):  # a name too long for the file system, or holding a NUL
+            known = False
+        if not known:
+            raise UnknownVersion(f"no model version {version[:100]!r} in {self.root}")
         return path
 
     def manifest(self, version: str) -> Manifest:

@@ -79,9 +79,10 @@ def test_unknown_routes_methods_and_oversized_bodies(redis_server):
                 "unknown stream": await call(http, "DELETE", f"{served.url}/api/streams/gw-x-1"),
                 "oversized": await call(http, "POST", f"{served.url}/api/offer", data=b"x" * (1 << 20)),
                 "still alive": await call(http, "GET", f"{served.url}/healthz"),
-            }
+            }, (await http.put(f"{served.url}/api/offer")).headers.get("Allow")
 
-    answers = run(scenario())
+    answers, allow = run(scenario())
+    assert allow == "POST", "a 405 names the methods the route takes"
     expected = {"unknown route": 404, "unknown static": 404, "wrong method": 405, "unknown stream": 404}
     expected |= {"oversized": 413, "still alive": 200}
     assert {name: status for name, (status, _, _) in answers.items()} == expected
@@ -115,7 +116,8 @@ def test_page_config_and_health(redis_server):
             config = await call(http, "GET", f"{served.url}/api/config")
             ready = await call(http, "GET", f"{served.url}/readyz")
             redis_server.stop()
-            unready = await call(http, "GET", f"{served.url}/readyz")
+            async with http.get(f"{served.url}/readyz") as response:
+                unready = response.status, response.headers.get("Retry-After"), await response.json()
             alive = await call(http, "GET", f"{served.url}/healthz")
             async with http.get(f"{served.url}/api/training-jobs") as response:  # it reads Redis
                 jobs = response.status, response.headers.get("Retry-After"), await response.json()
@@ -133,7 +135,7 @@ def test_page_config_and_health(redis_server):
         {"urls": "turn:turn.example.org", "username": "gw", "credential": "s3cret"},
     ], "the page gets the TURN server's credentials (browsers refuse TURN without them)"
     assert ready[:2] == (200, "application/json") and ready[2] == {"ready": True}
-    assert unready[0] == 503 and "Redis" in unready[2]["error"]
+    assert unready == (503, "5", {"error": "Redis unreachable; try again later"}), "its address stays in the log"
     assert alive[0] == 200, "alive even without Redis"
     assert jobs[:2] == (503, "5") and "Redis is unavailable" in jobs[2]["error"], "not a 500: try again later"
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from gateway_helpers import ClipTrack, GatewayProcess, WireWorker, connect, face, run, serving, until
 from stand_ins import StubbedWorker
-from test_gateway_http import call, settings_for
+from test_gateway_http import call, settings_for, video_offer
 from test_gateway_sampler import level_frame, sampler_for
 
 from gateway.limits import ClientRateLimiter, TokenBucket
@@ -92,9 +92,15 @@ def test_offers_are_rate_limited_per_client_with_retry_after(redis_server):
 
 
 def test_streams_per_client_are_limited(redis_server):
+    """A client at its limit is refused for good while its streams are live (429 without Retry-After), and
+    told when to retry while one of them was answered but never connected (a page that left mid-offer):
+    that one closes by itself."""
+
     async def scenario():
         async with serving(settings_for(redis_server, max_streams_per_client=1)) as served:
             first = await connect(served.url, camera(), keep_frames=1)
+            session = served.hub.sessions[first.stream]
+            await until(lambda: session.sampler and session.sampler.stats.taken, 30, "its first frame sampled")
             try:
                 await connect(served.url, camera(), keep_frames=1)
             except AssertionError as refused:
@@ -103,11 +109,22 @@ def test_streams_per_client_are_limited(redis_server):
                 second = "accepted"
             open_streams = list(served.hub.sessions)
             await first.close()
-            return second, open_streams, first.stream
+            await until(lambda: not served.hub.sessions, 30, "the first stream closed")
+            async with aiohttp.ClientSession() as http:
+                offer = {"type": "offer", "sdp": await video_offer()}
+                left = await call(http, "POST", f"{served.url}/api/offer", json=offer)  # and never connects
+                async with http.post(f"{served.url}/api/offer", json=offer) as response:
+                    after_orphan = response.status, response.headers.get("Retry-After"), await response.json()
+            return second, open_streams, first.stream, left, after_orphan
 
-    second, open_streams, first = run(scenario())
+    second, open_streams, first, left, after_orphan = run(scenario())
     assert second.startswith("offer refused with 429") and "at most 1 streams" in second
+    assert "not connected yet" not in second, "its stream is live: no retry will help"
     assert open_streams == [first]
+    assert left[0] == 200
+    status, retry, body = after_orphan
+    assert status == 429 and retry is not None and 1 <= int(retry) <= 30, after_orphan
+    assert f"1 not connected yet: try again in {retry} s" in body["error"]
 
 
 def test_results_reach_the_browser_no_faster_than_the_sampling_rate(redis_server):

@@ -50,6 +50,9 @@ def test_no_live_model_is_a_clear_error(tmp_path):
         store.load("nope")
     with pytest.raises(UnknownVersion):
         store.load("../versions")
+    for name in ("v" * 300, "v\0"):  # too long for the file system; a NUL: unknown, not an OSError
+        with pytest.raises(UnknownVersion):
+            store.manifest(name)
 
 
 def test_promotion_policy_and_rollback(tmp_path):

@@ -211,6 +211,7 @@ def test_data_outside_the_allowed_roots_or_missing_is_refused_before_queueing(tr
     for data, message in (
         ("/etc", "outside the folders trainers may read (EMOSTREAM_DATA_ROOTS"),
         (str(tmp_path / "data" / "nothing-here"), "no dataset at"),
+        ("~no-such-user-here/fer2013", "data '~no-such-user-here/fer2013' cannot be resolved"),
     ):
         done = run_cli("retrain", "--data", data, "--epochs", "1", env=trainer_env)
         assert done.returncode == 2 and message in done.stderr, done.stderr

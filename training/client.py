@@ -77,8 +77,8 @@ def check_data(spec: RetrainSpec, offers: list[dict]) -> RetrainSpec:
         )
     named = spec.data
     # absolute, as here: the trainer runs elsewhere, in another folder, maybe as another user
-    spec.data = str(Path(spec.data or offers[0]["data"]).expanduser().resolve())
-    spec.extra_train = [str(Path(extra).expanduser().resolve()) for extra in spec.extra_train]
+    spec.data = _absolute(spec.data or offers[0]["data"], "data")
+    spec.extra_train = [_absolute(extra, "extra_train") for extra in spec.extra_train]
     check_roots(spec, sorted({Path(root) for o in offers for root in o["roots"]}), "trainers")
     if not any(spec.data in o["datasets"] for o in offers):
         default = "" if named else " (the trainer's EMOSTREAM_DATA: see the README on getting FER2013)"
@@ -88,10 +88,17 @@ def check_data(spec: RetrainSpec, offers: list[dict]) -> RetrainSpec:
     return spec
 
 
+def _absolute(path: str, kind: str) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (RuntimeError, OSError) as err:  # an unknown ~user, a loop of symbolic links
+        raise ValueError(f"{kind} {path!r} cannot be resolved: {err}") from None
+
+
 def check_roots(spec: RetrainSpec, roots: list[Path], who: str) -> None:
     """``ValueError`` naming the first path of ``spec`` outside ``roots`` (the folders ``who`` may read)."""
     for path, kind in [(spec.data, "data"), *((extra, "extra_train") for extra in spec.extra_train)]:
-        resolved = Path(path).expanduser().resolve()
+        resolved = Path(_absolute(path, kind))
         if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
             raise ValueError(
                 f"{kind} {path!r} is outside the folders {who} may read "
