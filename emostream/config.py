@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -214,6 +215,10 @@ class Settings:
         return servers
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, not {value}")
         if self.encoding not in ("jpeg", "gray"):
             raise ValueError(f"encoding must be jpeg or gray, not {self.encoding!r}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -242,6 +247,10 @@ class Settings:
             raise ValueError("max_inflight_per_stream, max_streams_per_client and offer_burst must be >= 1")
         if self.offer_rate < 0 or self.resend_after <= 0 or self.feedback_max < 0:
             raise ValueError("offer_rate and feedback_max must be >= 0 and resend_after positive")
+        if min(self.stall_timeout, self.source_timeout, self.stream_idle_timeout) <= 0:
+            raise ValueError("stall_timeout, source_timeout and stream_idle_timeout must be positive")
+        if self.inflight_frames < 0 or self.frames_maxlen < 1:
+            raise ValueError("inflight_frames must be >= 0 and frames_maxlen >= 1")
 
     def redis_shown(self) -> str:
         """``redis_url`` as logs and messages may show it: without its password."""

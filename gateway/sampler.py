@@ -32,7 +32,7 @@ from av.video.reformatter import VideoReformatter
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from ingest.sampling import Sampler
-from ingest.wire import Encoding, Frame
+from ingest.wire import Encoding, Frame, wire_size
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,8 @@ def to_wire(
 
     ``reformatter`` is the caller's own: a frame's built-in one is shared by every consumer of the relay.
     """
-    width, height = frame.width, frame.height
-    out_width = min(width, settings.frame_width)
-    out_height = max(1, round(height * out_width / width))
+    width = frame.width
+    out_width, out_height = wire_size(width, frame.height, settings.frame_width)
     gray = reformatter.reformat(frame, width=out_width, height=out_height, format="gray", threads=1).to_ndarray()
     return Frame(stream, seq, ts, gray, reply, scale=width / out_width)
 

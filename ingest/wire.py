@@ -38,10 +38,17 @@ from emostream.labels import EMOTIONS
 
 WIRE_VERSION = 1
 MAX_SIDE = 4096
+"""Largest frame side accepted on the wire."""
 MAX_SCALE = 1024.0
 """Most source pixels per frame pixel (``frame_width`` may be as low as 32 for an 8K source): boxes
 times it stay far from any integer's limit."""
-"""Largest frame side accepted on the wire."""
+
+
+def wire_size(width: int, height: int, max_width: int) -> tuple[int, int]:
+    """The size a ``width`` x ``height`` source is sent at: at most ``max_width`` wide and no side over
+    :data:`MAX_SIDE`, its aspect kept, never enlarged."""
+    shrink = max(1.0, width / max_width, width / MAX_SIDE, height / MAX_SIDE)
+    return max(1, round(width / shrink)), max(1, round(height / shrink))
 
 
 class WireError(ValueError):

@@ -5,7 +5,7 @@ import pytest
 
 from emostream.config import Settings
 from ingest.app.producer import Producer, Window, to_wire_image
-from ingest.wire import Frame
+from ingest.wire import MAX_SIDE, Encoding, Frame
 
 
 def frame(seq: int) -> Frame:
@@ -23,6 +23,16 @@ def test_wide_frames_are_grey_downscaled_with_their_scale():
 def test_narrow_frames_keep_their_size():
     gray, scale = to_wire_image(np.zeros((120, 160, 3), np.uint8), 320)
     assert gray.shape == (120, 160) and scale == 1.0
+
+
+def test_frames_fit_the_wire_however_tall_or_wide_the_setting_allows():
+    """Workers refuse a side over MAX_SIDE as malformed: a tall source or a large frame_width is fitted
+    before it is sent, so every frame decodes."""
+    for shape, width in [((4200, 100), 640), ((100, 5000), 6000)]:
+        gray, scale = to_wire_image(np.full(shape, 128, np.uint8), width)
+        assert max(gray.shape) == MAX_SIDE and scale == pytest.approx(max(shape) / MAX_SIDE, rel=1e-2)
+        decoded = Frame.decode(Frame("s", 0, 0.0, gray, "reply", scale=scale).encode(Encoding.GRAY, 80))
+        assert decoded.image.shape == gray.shape
 
 
 def test_window_holds_at_most_capacity_oldest_first():

@@ -1,6 +1,7 @@
 """Settings keep their secrets out of logs and messages, and name an address for this host whatever its name."""
 
 import ipaddress
+import re
 import shlex
 import subprocess
 import sys
@@ -59,3 +60,20 @@ def test_a_host_with_no_name_and_no_route_says_what_to_set():
 def test_a_trainer_heartbeat_under_a_second_is_refused_by_name():
     with pytest.raises(ValueError, match="trainer_heartbeat must be at least 1 second"):
         Settings.from_env({"EMOSTREAM_TRAINER_HEARTBEAT": "0"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("EMOSTREAM_RESULT_MAX_AGE", "nan", "result_max_age must be a finite number, not nan"),
+        ("EMOSTREAM_SAMPLE_FPS", "inf", "sample_fps must be a finite number, not inf"),
+        ("EMOSTREAM_STALL_TIMEOUT", "-5", "stall_timeout, source_timeout and stream_idle_timeout must be positive"),
+        ("EMOSTREAM_SOURCE_TIMEOUT", "0", "stall_timeout, source_timeout and stream_idle_timeout must be positive"),
+        ("EMOSTREAM_INFLIGHT_FRAMES", "-3", "inflight_frames must be >= 0 and frames_maxlen >= 1"),
+        ("EMOSTREAM_FRAMES_MAXLEN", "0", "inflight_frames must be >= 0 and frames_maxlen >= 1"),
+    ],
+)
+def test_a_setting_out_of_range_or_not_finite_is_refused_by_name(variable, value, message):
+    """A NaN age would keep every stale frame (no comparison with NaN is true) and break the page's JSON."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings.from_env({variable: value})

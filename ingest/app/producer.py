@@ -17,20 +17,19 @@ import numpy as np
 import redis
 
 from emostream.config import Settings
-from ingest.wire import Encoding, Frame
+from ingest.wire import Encoding, Frame, wire_size
 
 MAX_MISSES = 3
 """Overdue rounds, while workers answer, before a frame is given up."""
 
 
 def to_wire_image(bgr: np.ndarray, width: int) -> tuple[np.ndarray, float]:
-    """The grayscale frame to send, at most ``width`` wide, and its scale (source px per frame px)."""
+    """The grayscale frame to send (see :func:`~ingest.wire.wire_size`) and its scale (source px per frame px)."""
     gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    if gray.shape[1] <= width:
+    size = wire_size(gray.shape[1], gray.shape[0], width)
+    if size == (gray.shape[1], gray.shape[0]):
         return gray, 1.0
-    scale = gray.shape[1] / width
-    height = max(1, round(gray.shape[0] / scale))
-    return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA), scale
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), gray.shape[1] / size[0]
 
 
 @dataclass
