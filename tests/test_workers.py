@@ -5,11 +5,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 import cv2
 import numpy as np
 import pytest
+import redis
 from clips import iou, make_clip, validation_faces
 from factories import REPO, brightness, brightness_store, publish_brightness
 from stand_ins import read_results
@@ -373,6 +375,48 @@ def test_a_worker_waits_out_its_redis_turning_replica_and_primary_again(worker, 
         redis_client.replicaof("NO", "ONE")
     _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
     assert [r.seq for r in read_results(redis_client, keys.results("s"), 1, timeout=30)] == [1], "the worker goes on"
+
+
+def test_a_worker_waits_out_a_redis_that_cannot_save_its_snapshot(worker, redis_client):
+    """A full disk: with snapshots on, a failed save makes Redis refuse writes (MISCONF) until one succeeds."""
+    keys = worker.keys
+    face = np.full((96, 96), brightness(4), np.uint8)
+    _push(redis_client, keys, Frame("s", 0, time.time(), face, keys.results("s")))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 1)] == [0]
+    redis_client.config_set("save", "3600 1")
+    snapshot = Path(redis_client.config_get("dir")["dir"]) / redis_client.config_get("dbfilename")["dbfilename"]
+    snapshot.mkdir()  # no file can take its place: saving fails, as on a full disk
+    redis_client.bgsave()
+
+    def saved() -> str:
+        while redis_client.info("persistence")["rdb_bgsave_in_progress"]:
+            time.sleep(0.05)
+        return redis_client.info("persistence")["rdb_last_bgsave_status"]
+
+    assert saved() == "err"
+    with pytest.raises(redis.ResponseError, match="MISCONF"):
+        redis_client.set("probe", 1)
+    time.sleep(2)  # the worker's reads meet MISCONF meanwhile
+    snapshot.rmdir()
+    redis_client.bgsave()
+    assert saved() == "ok"
+    _push(redis_client, keys, Frame("s", 1, time.time(), face, keys.results("s")))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 2, timeout=30)] == [0, 1], "the worker goes on"
+
+
+def test_a_reply_key_that_is_not_a_stream_loses_its_answer_only(worker, redis_client):
+    """Redis does not undo a script's earlier writes when a command fails: the script must not fail."""
+    keys = worker.keys
+    face = np.full((96, 96), brightness(4), np.uint8)
+    redis_client.set(keys.results("taken"), "a string some other program keeps here")
+    for seq, stream in enumerate(["s", "taken", "s", "s"]):
+        _push(redis_client, keys, Frame(stream, seq, time.time(), face, keys.results(stream)))
+    assert [r.seq for r in read_results(redis_client, keys.results("s"), 3, timeout=30)] == [0, 2, 3]
+    deadline = time.monotonic() + 30
+    while redis_client.xlen(keys.frames) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis_client.xlen(keys.frames) == 0, "every frame taken off the stream"
+    assert redis_client.get(keys.results("taken")) == b"a string some other program keeps here"
 
 
 def test_consumers_that_stopped_leave_the_group(redis_client, tmp_path):

@@ -47,12 +47,15 @@ REPLY_MAXLEN = 1000
 HEARTBEAT_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 5.0
 REPLY_TTL_S = 120
+"""A reply stream nobody writes to for this long disappears (its producer is gone)."""
 UNAVAILABLE = (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError)
-"""Redis's answers while it cannot take writes: a primary turned replica (a failover), a replica
-without its primary, a full Redis. Waited out like a lost connection."""
+REFUSING = ("MISCONF", "NOREPLICAS", "BUSY ")
+"""Redis's answers while it cannot take writes (the classes redis-py has for them, and the prefixes of
+those it has none for): a primary turned replica (a failover), a replica without its primary, a full
+Redis, a snapshot that could not be saved (a full disk), too few replicas, a long script. Waited out
+like a lost connection."""
 STREAM_GONE = ("NOGROUP", "UNBLOCKED", "no such key")
 """Redis's answers when the frames stream or its group vanished (a restart, FLUSHDB, DEL): made again."""
-"""A reply stream nobody writes to for this long disappears (its producer is gone)."""
 BEAT_EXPIRE_S = 60.0
 """A heartbeat older than this (a worker that died without saying so) is removed from the workers hash."""
 PRUNE_EVERY = 30
@@ -64,9 +67,13 @@ local results = tonumber(ARGV[3])
 for i = 1, results do
   local id = ARGV[3 + 2 * i - 1]
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
-    redis.call('XADD', KEYS[1 + i], 'MAXLEN', '~', ARGV[2], '*', 'v', ARGV[#ARGV], 'json', ARGV[3 + 2 * i])
-    redis.call('EXPIRE', KEYS[1 + i], ARGV[#ARGV - 1])
-    published = published + 1
+    -- a reply key holding something else than a stream loses its answer, nothing more
+    local reply = KEYS[1 + i]
+    local added = redis.pcall('XADD', reply, 'MAXLEN', '~', ARGV[2], '*', 'v', ARGV[#ARGV], 'json', ARGV[3 + 2 * i])
+    if type(added) == 'string' then
+      redis.call('EXPIRE', reply, ARGV[#ARGV - 1])
+      published = published + 1
+    end
   end
   redis.call('XDEL', KEYS[1], id)
 end
@@ -340,18 +347,19 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 self._serve()
-            except (redis.ConnectionError, redis.TimeoutError, *UNAVAILABLE) as err:
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
+                refused = isinstance(err, redis.ResponseError) and not isinstance(err, UNAVAILABLE)
+                if refused and any(gone in str(err) for gone in STREAM_GONE):
+                    log.warning("worker %s: frames stream or group gone (%s); recreating them", self.name, err)
+                    continue
+                if refused and not str(err).startswith(REFUSING):
+                    raise
                 log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.name, err, backoff)
                 # after a failover, new connections find the new primary; those other threads use (the status
                 # server's readiness ping) are left alone
                 self.redis.connection_pool.disconnect(inuse_connections=False)
                 self.stopping.wait(backoff)
                 backoff = min(RECONNECT_MAX_S, backoff * 2)
-                continue
-            except redis.ResponseError as err:
-                if not any(gone in str(err) for gone in STREAM_GONE):
-                    raise
-                log.warning("worker %s: frames stream or group gone (%s); recreating them", self.name, err)
                 continue
             backoff = RECONNECT_MIN_S
         with contextlib.suppress(redis.RedisError):
