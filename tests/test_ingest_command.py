@@ -75,6 +75,10 @@ def test_bad_fps_and_unreachable_redis_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert main(["ingest", "--source", str(avi)]) == 2
     assert "cannot reach Redis" in capsys.readouterr().err
+    monkeypatch.setenv("EMOSTREAM_THREADS", "two")  # read while the options are built, for every command
+    with pytest.raises(SystemExit) as refused:
+        main(["worker"])
+    assert refused.value.code == 2 and "--threads: invalid int value: 'two'" in capsys.readouterr().err
 
 
 def test_a_file_through_a_shared_redis(tmp_path, capsys, monkeypatch, redis_server):

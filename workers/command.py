@@ -141,7 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ.get("EMOSTREAM_THREADS", "0")),
+        default=os.environ.get("EMOSTREAM_THREADS", "0"),  # converted (and refused by name) by argparse
         help="inference threads (0: all cores)",
     )
     p.set_defaults(func=_cmd_worker)

@@ -101,7 +101,7 @@ class IngestRun:
             self._send(seq, time.time(), image, media_time)  # stamped now: its age is what workers check
 
     def _send_live(self, source: LiveSource) -> None:
-        while not self.stop.is_set() and not source.finished():
+        while not self.stop.is_set():
             captured = source.read(POLL_S)
             self._pump(0)
             if captured is None:

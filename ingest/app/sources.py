@@ -1,10 +1,12 @@
 """The video sources of ``emostream ingest``: a file, an RTSP (or HTTP) camera URL, or a local camera index.
 
-A file is read frame by frame, as fast as the consumer iterates: every frame, or those a sampler keeps by
-media time. A live source is read by a background thread that grabs every frame as it arrives, so neither
-OpenCV's nor the network's buffers fill up, converts only the frames its sampler keeps, and holds just the
-newest one for :meth:`LiveSource.read`: a slow consumer loses frames (counted in ``stats.skipped``) instead
-of falling behind. A live source that drops is reopened with exponential backoff until it is closed.
+A file, or a recording behind a URL (one of known length, ``http://.../clip.mp4``), is read frame by frame,
+as fast as the consumer iterates: every frame, or those a sampler keeps by media time. A live source is read
+by a background thread that grabs every frame as it arrives, so neither OpenCV's nor the network's buffers
+fill up, converts only the frames its sampler keeps, and holds just the newest one for
+:meth:`LiveSource.read`: a slow consumer loses frames (counted in ``stats.skipped``) instead of falling
+behind. A live source that drops is reopened with exponential backoff (reset once frames come again) until
+it is closed.
 """
 
 import logging
@@ -60,22 +62,29 @@ def open_source(spec: str, settings: Settings, fps: float | None = None) -> "Fil
 
     A file gives every frame unless ``fps`` is set; live sources sample at ``fps`` or ``settings.sample_fps``.
     """
-    if spec.isdigit() or "://" in spec:
-        target = int(spec) if spec.isdigit() else spec
-        return LiveSource(target, Sampler(fps or settings.sample_fps), settings.source_timeout)
-    return FileSource(Path(spec), Sampler(fps) if fps else None)
+    if spec.isdigit():
+        return LiveSource(int(spec), Sampler(fps or settings.sample_fps), settings.source_timeout)
+    if "://" not in spec:
+        return FileSource(str(spec), _open_file(Path(spec)), Sampler(fps) if fps else None)
+    capture = _open_url(spec, settings.source_timeout)
+    if not capture.isOpened():
+        capture.release()
+        raise SourceError(f"{_redact(spec)}: cannot open (unreachable, refused or not video)")
+    if capture.get(cv2.CAP_PROP_FRAME_COUNT) > 0:  # a recording: its media time, not the wall clock, samples it
+        return FileSource(_redact(spec), capture, Sampler(fps) if fps else None)
+    return LiveSource(spec, Sampler(fps or settings.sample_fps), settings.source_timeout, capture)
 
 
 class FileSource:
-    """The frames of a video file, in order; iterate once."""
+    """The frames of a video file or recording (opened as ``capture``), in order; iterate once."""
 
     live = False
 
-    def __init__(self, path: Path, sampler: Sampler | None = None) -> None:
-        self.name = str(path)
+    def __init__(self, name: str, capture: cv2.VideoCapture, sampler: Sampler | None = None) -> None:
+        self.name = name
         self.sampler = sampler
         self.stats = SourceStats()
-        self._capture = _open_file(path)
+        self._capture = capture
 
     def __iter__(self) -> Iterator[Captured]:
         seq = 0
@@ -90,6 +99,9 @@ class FileSource:
                 else:
                     self.stats.bad += 1
             seq += 1
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count > 0 and seq < count - 1:  # a frame count is an estimate for some formats: allow one
+            log.warning("%s: reading stopped after frame %d of %d (the rest could not be read)", self.name, seq, count)
 
     def close(self) -> None:
         self._capture.release()
@@ -106,34 +118,36 @@ class LiveSource:
 
     live = True
 
-    def __init__(self, target: str | int, sampler: Sampler, timeout: float) -> None:
+    def __init__(
+        self, target: str | int, sampler: Sampler, timeout: float, capture: cv2.VideoCapture | None = None
+    ) -> None:
+        """``capture``: ``target`` opened already."""
         self.name = f"camera {target}" if isinstance(target, int) else _redact(target)
         self.sampler = sampler
         self.stats = SourceStats()
         self._target, self._timeout = target, timeout
-        capture = self._open()
+        capture = capture or self._open()
         if not capture.isOpened():
             what = "no such camera, or it is busy" if isinstance(target, int) else "unreachable, refused or not video"
             raise SourceError(f"{self.name}: cannot open ({what})")
         self._newest: Captured | None = None
         self._ready = threading.Condition()
         self._stop = threading.Event()
-        self._ended = False
-        """A recording behind a URL (``http://.../clip.mp4``) was read to its end: nothing to reconnect to."""
+        self._failed: Exception | None = None
+        self._delay = RECONNECT_FIRST_S
         self._thread = threading.Thread(target=self._read_forever, args=(capture,), name="ingest-source", daemon=True)
         self._thread.start()
 
     def read(self, timeout: float) -> Captured | None:
-        """The newest sampled frame not yet read, waiting up to ``timeout`` seconds; None if none came."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._newest is not None or self._ended, timeout)
-            item, self._newest = self._newest, None
-        return item
+        """The newest sampled frame not yet read, waiting up to ``timeout`` seconds; None if none came.
 
-    def finished(self) -> bool:
-        """Whether the source was a recording, read to its end, and every frame of it was taken."""
+        Raises :class:`SourceError` once the reader has failed and its last frame was taken."""
         with self._ready:
-            return self._ended and self._newest is None
+            self._ready.wait_for(lambda: self._newest is not None or self._failed is not None, timeout)
+            item, self._newest = self._newest, None
+        if item is None and self._failed is not None:
+            raise SourceError(f"{self.name}: reading failed: {self._failed}") from self._failed
+        return item
 
     def close(self) -> None:
         self._stop.set()
@@ -148,24 +162,29 @@ class LiveSource:
     def _open(self) -> cv2.VideoCapture:
         if isinstance(self._target, int):
             return cv2.VideoCapture(self._target)
-        ms = int(self._timeout * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        return cv2.VideoCapture(self._target, cv2.CAP_FFMPEG, params)
+        return _open_url(self._target, self._timeout)
 
     def _read_forever(self, capture: cv2.VideoCapture | None) -> None:
-        seq = 0
+        try:
+            self._read(capture)
+        except Exception as err:  # an OpenCV error: the run ends saying so, instead of waiting forever
+            log.exception("%s: reading failed", self.name)
+            with self._ready:
+                self._failed = err
+                self._ready.notify()
+
+    def _read(self, capture: cv2.VideoCapture | None) -> None:
+        seq, reopened = 0, False
         while capture is not None and not self._stop.is_set():
             failed = _grab(capture, LIVE_MAX_FAILURES)
-            if failed is None and _at_end(capture):
-                log.info("%s: end of the recording", self.name)
-                with self._ready:
-                    self._ended = True
-                    self._ready.notify()
-                break
             if failed is None:
                 capture.release()
-                capture = self._reconnect()
+                capture, reopened = self._reconnect(), True
                 continue
+            if reopened:  # frames again: the stream is back
+                self.stats.reconnects += 1
+                log.warning("%s: reconnected", self.name)
+                self._delay, reopened = RECONNECT_FIRST_S, False
             ts = time.time()
             self.stats.bad += failed
             seq += failed
@@ -183,25 +202,23 @@ class LiveSource:
             capture.release()
 
     def _reconnect(self) -> cv2.VideoCapture | None:
-        """Reopen with exponential backoff; None once closed."""
-        delay = RECONNECT_FIRST_S
-        log.warning("%s: stream lost, reconnecting", self.name)
-        while not self._stop.wait(delay):
+        """Reopen after a wait that doubles with each loss until frames come again; None once closed."""
+        log.warning("%s: stream lost, reconnecting in %.1f s", self.name, self._delay)
+        while not self._stop.wait(self._delay):
+            self._delay = min(2 * self._delay, RECONNECT_MAX_S)
             capture = self._open()
             if capture.isOpened():
-                self.stats.reconnects += 1
-                log.warning("%s: reconnected", self.name)
                 return capture
-            delay = min(2 * delay, RECONNECT_MAX_S)
-            log.warning("%s: still unreachable, next try in %.1f s", self.name, delay)
+            capture.release()
+            log.warning("%s: still unreachable, next try in %.1f s", self.name, self._delay)
         return None
 
 
-def _at_end(capture: cv2.VideoCapture) -> bool:
-    """Whether a stream that stopped giving frames is a recording of known length read to its end (a
-    camera or live stream has no frame count)."""
-    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-    return count > 0 and capture.get(cv2.CAP_PROP_POS_FRAMES) >= count - 1
+def _open_url(url: str, timeout: float) -> cv2.VideoCapture:
+    """``url`` through FFmpeg, with ``timeout`` seconds to open it and to wait for each frame."""
+    ms = int(timeout * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+    return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
 
 
 def _open_file(path: Path) -> cv2.VideoCapture:
