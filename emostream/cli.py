@@ -1,7 +1,6 @@
 """The ``emostream`` command: each subcommand wires one package's work to flags and settings."""
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -27,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time facial-expression recognition: `emostream up` runs everything on this machine; "
         "the other commands run one part (gateway, worker, ingest, trainer) or manage models and training.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("EMOSTREAM_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", help="default: EMOSTREAM_LOG_LEVEL or INFO")
     parser.add_argument("--log-format", choices=("text", "json"), help="default: EMOSTREAM_LOG_FORMAT or text")
     sub = parser.add_subparsers(dest="command", required=True)
     add_training(sub)
@@ -42,13 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env()
+    try:  # the flags go into the settings, which the processes `up` and `ingest` start inherit
+        settings = Settings.from_env().replace(log_level=args.log_level, log_format=args.log_format)
     except ValueError as err:
         print(f"emostream: error: {err}", file=sys.stderr)
         return 2
     try:
-        logs.setup(args.log_level, args.log_format or settings.log_format)
+        logs.setup(settings.log_level, settings.log_format)
     except ValueError as err:  # an unknown level, from --log-level or EMOSTREAM_LOG_LEVEL
         print(f"emostream: error: --log-level (EMOSTREAM_LOG_LEVEL): {err}", file=sys.stderr)
         return 2

@@ -147,6 +147,7 @@ class Settings:
     advertise_host: str = ""
     """Address other hosts reach this process at (default: metrics_host, or this host's IP if 0.0.0.0)."""
     log_format: str = "text"
+    log_level: str = "INFO"
     shadow_sample: int = 0
     """Recent live face crops workers keep in Redis for shadow evaluation of candidates (0: none)."""
     feedback: int = 0

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,12 +116,12 @@ def test_sigterm_stops_a_live_camera_cleanly(tmp_path, redis_server):
 
 def test_ctrl_c_stops_an_ingest_with_its_own_stack_cleanly(tmp_path):
     """Ctrl-C goes to the terminal's whole foreground process group: the private Redis and workers must
-    not take it, or the run cannot finish its frames in flight."""
+    not take it, or the run cannot finish its frames in flight. The workers it starts log as it was told."""
     out = tmp_path / "live.jsonl"
     env = {"EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_REDIS_DIR": str(tmp_path / "redis")}
     with MjpegCamera(FRAMES, fps=25) as camera:
-        proc = emostream("ingest", "--source", camera.url, "--out", str(out), "--workers", "1", env=env,
-                         start_new_session=True)  # fmt: skip
+        proc = emostream("--log-format", "json", "ingest", "--source", camera.url, "--out", str(out),
+                         "--workers", "1", env=env, start_new_session=True)  # fmt: skip
         try:
             deadline = time.monotonic() + 240
             while len(read_lines(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
@@ -133,6 +134,9 @@ def test_ctrl_c_stops_an_ingest_with_its_own_stack_cleanly(tmp_path):
                 proc.communicate()
     assert proc.returncode == 0, err
     assert "SIGINT: stopping" in err and "frames sent" in err and "cannot reach" not in err
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(entry["logger"].startswith("workers.") for entry in logged), err
+    assert not re.search(r"^\d{4}-\d\d-\d\d .* (INFO|WARNING) workers\.", err, re.MULTILINE), "no worker logs text"
 
 
 @pytest.fixture(scope="module")
