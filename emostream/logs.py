@@ -1,6 +1,7 @@
 """Logging setup: human-readable text, or one JSON object per line for log shippers; and quiet
 native libraries: TensorFlow's and LiteRT's C++ start-up lines reach a terminal only when debugging."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -85,7 +86,27 @@ def quiet_native_start() -> Iterator[None]:
             sys.stderr.flush()
 
 
+class MissingTraining(LookupError):
+    """TensorFlow is not installed: serving needs none, training and evaluation do."""
+
+
+def can_train() -> bool:
+    """Whether TensorFlow can be imported here (looked up, not imported: that takes seconds)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        return False
+
+
+def require_training(what: str) -> None:
+    """:class:`MissingTraining` naming ``what`` and the install that brings TensorFlow, unless it is here."""
+    if not can_train():
+        raise MissingTraining(f"{what} needs TensorFlow, which a serving install leaves out: pip install -e '.[train]'")
+
+
 def start_tensorflow() -> None:
-    """Import TensorFlow now, its start-up lines hidden unless debugging (see :func:`quiet_native_start`)."""
+    """Import TensorFlow now, its start-up lines hidden unless debugging (see :func:`quiet_native_start`);
+    :class:`MissingTraining` when it is not installed."""
+    require_training("this command")
     with quiet_native_start():
         import tensorflow  # noqa: F401

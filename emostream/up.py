@@ -8,6 +8,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from emostream import logs
 from emostream.config import UP_RECORD, Settings
 
 
@@ -33,13 +34,14 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(host=args.host, port=args.port)
     check_exposure(settings)  # before starting anything
     check_port(settings)
+    trains = logs.can_train()  # a trainer without TensorFlow would take jobs and fail every one
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     try:
         with (
             EmbeddedStack(
-                settings, workers=args.workers or 0, gateway=True, trainer=True, persist=not args.ephemeral
+                settings, workers=args.workers or 0, gateway=True, trainer=trains, persist=not args.ephemeral
             ) as stack,
             ExitStack() as extras,
         ):
@@ -55,7 +57,13 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             page = f"http://{settings.host}:{settings.port}/"
             print(
                 f"emostream is up: open {page}  (Redis {stack.settings.redis_shown()}, "
-                f"{workers} worker(s), a trainer for retraining jobs on {settings.data}; Ctrl-C stops)",
+                f"{workers} worker(s), "
+                + (
+                    f"a trainer for retraining jobs on {settings.data}"
+                    if trains
+                    else "no trainer: retraining needs TensorFlow, pip install -e '.[train]'"
+                )
+                + "; Ctrl-C stops)",
                 flush=True,
             )
             if settings.token or settings.admin_token:  # the address alone answers 401: say how to log in

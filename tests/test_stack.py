@@ -187,6 +187,49 @@ def test_up_with_only_the_wheels_server_serves_the_page_trains_and_stops_cleanly
 
 
 OPERATOR = {"Authorization": "Bearer operator-token"}
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; from emostream.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+"""``emostream`` as a serving install (``pip install -e .``) runs it: TensorFlow cannot be imported."""
+
+
+def test_a_serving_install_runs_up_without_a_trainer_and_training_commands_say_what_to_install(tmp_path):
+    """A trainer without TensorFlow would take retraining jobs and fail each one."""
+    env = {**os.environ, "EMOSTREAM_MODEL_STORE": str(tmp_path / "store"), "EMOSTREAM_RUNS": str(tmp_path / "runs")}
+    refusals = {
+        name: subprocess.run(
+            [sys.executable, "-c", WITHOUT_TENSORFLOW, *command],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for name, command in {"train": ["train", "--epochs", "1"], "trainer": ["trainer"]}.items()
+    }
+    for name, done in refusals.items():
+        assert done.returncode == 2, (name, done.stderr)
+        assert "needs TensorFlow, which a serving install leaves out: pip install -e '.[train]'" in done.stderr
+        assert "Traceback" not in done.stderr, name
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "up", "--port", str(free_port()), "--workers", "1", "--ephemeral"],
+        cwd=REPO,
+        env={**env, "EMOSTREAM_REDIS_DIR": str(tmp_path / "redis")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        children = subprocess.run(["pgrep", "-a", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "1 worker(s), no trainer: retraining needs TensorFlow, pip install -e '.[train]'" in line, line
+    assert "emostream.cli gateway" in children and "emostream.cli trainer" not in children, children
 
 
 def get_json(url: str, headers: dict[str, str]) -> dict:

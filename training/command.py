@@ -299,6 +299,7 @@ def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
 
     from training.jobs import run_trainer
 
+    logs.require_training("a trainer")  # before it offers to take jobs it would fail
     _client(settings).ping()
     if args.nice:
         os.nice(args.nice)  # training yields the CPU to serving on a shared machine
