@@ -152,10 +152,12 @@ def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_paren
     env = {"EMOSTREAM_MODEL_STORE": str(store.root)}
     run_dir = tmp_path / "fine-tune"
     trained = run_cli(
-        "train", "--data", str(fer_subset), "--init-from", wide, "--epochs", "1", "--run-dir", str(run_dir), env=env
-    )
+        "train", "--init-from", wide, "--epochs", "1", "--run-dir", str(run_dir),
+        env={**env, "EMOSTREAM_DATA": str(fer_subset)},
+    )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"] == str(fer_subset), "no --data: EMOSTREAM_DATA, as retraining jobs use"
     assert config["parent"] == wide
     assert config["architecture"] == "emonet_wide", "no --arch: the version's own"
     refused = refused_at_once(tmp_path, "train", "--init-from", emonet, "--arch", "emonet_wide", env=env)
@@ -181,6 +183,11 @@ def test_versions_averaged_are_published_as_the_mean_of_their_weights(small_stor
     assert "two different versions" in refused_at_once(tmp_path, "models", "average", pair[0], pair[0], env=env)
 
     store.promote(pair[1])
+    failed = run_cli(
+        "models", "average", *pair, "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "failed"), env=env
+    )
+    assert failed.returncode == 2 and "nowhere" in failed.stderr, failed.stderr
+    assert not (tmp_path / "failed").exists(), "nothing half-written left behind"
     done = run_cli("models", "average", *pair, "--run-dir", str(tmp_path / "average"), env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr  # no converter or LiteRT start-up lines
     averaged = store.verify(done.stdout.split()[1].rstrip(":"))
@@ -288,12 +295,15 @@ def test_evaluate_json_gives_the_known_answers(tmp_path):
 def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
     env = _known_answer_store(tmp_path)
     rows = "".join(f"{label},{' '.join([str(brightness(label))] * 2304)},PrivateTest\n" for label in range(7))
-    (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n" + rows + "3,1 2,Training\n")
+    public = f"2,{' '.join([str(brightness(2))] * 2304)},PublicTest\n"
+    (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n" + rows + public + "3,1 2,Training\n")
     done = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "test", "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == 1.0
-    bad = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
-    assert "fer.csv:9: 2 pixels, expected 2304" in bad
+    default = run_cli("evaluate", "--data", str(tmp_path / "fer.csv"), "--json", env=env)
+    assert json.loads(default.stdout)["n"] == 1, "Kaggle's file: its validation rows, never those trained on"
+    bad = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "all", env=env)
+    assert "fer.csv:10: 2 pixels, expected 2304" in bad
     missing = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
     split = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "val", env=env)
     assert "unknown split 'val'; choose from ['test', 'train', 'validation']" in split

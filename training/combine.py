@@ -39,8 +39,14 @@ def _write_run(model: keras.Model, first: Manifest, run_dir: Path, **config_extr
     return run_dir
 
 
-def average_run(store: ModelStore, manifests: list[Manifest], run_dir: Path) -> Path:
-    """Write the uniform weight average of verified versions of one architecture to ``run_dir`` as a scored run."""
+def _scored_on(data: str | None) -> dict[str, str | None]:
+    """The configuration that makes a run scored on ``data``'s validation split (None: the first part's)."""
+    return {"data": data, "val_data": None} if data else {}
+
+
+def average_run(store: ModelStore, manifests: list[Manifest], run_dir: Path, data: str | None = None) -> Path:
+    """Write the uniform weight average of verified versions of one architecture to ``run_dir`` as a run
+    scored on ``data`` (default: the first version's dataset)."""
     versions = [m.version for m in manifests]
     models = [_network(store, m) for m in manifests]
     weights = [model.get_weights() for model in models]
@@ -48,11 +54,12 @@ def average_run(store: ModelStore, manifests: list[Manifest], run_dir: Path) -> 
         raise ValueError(f"{versions[0]} and the others differ in their layers' shapes: not one architecture")
     averaged = models[0]
     averaged.set_weights([np.mean(layer, axis=0) for layer in zip(*weights, strict=True)])
-    return _write_run(averaged, manifests[0], run_dir, averaged_from=versions)
+    return _write_run(averaged, manifests[0], run_dir, averaged_from=versions, **_scored_on(data))
 
 
-def ensemble_run(store: ModelStore, manifests: list[Manifest], run_dir: Path) -> Path:
-    """Write the pair of two verified versions of one architecture, scores averaged, to ``run_dir`` as a scored run."""
+def ensemble_run(store: ModelStore, manifests: list[Manifest], run_dir: Path, data: str | None = None) -> Path:
+    """Write the pair of two verified versions of one architecture, scores averaged, to ``run_dir`` as a run
+    scored on ``data`` (default: the first version's dataset)."""
     versions = [m.version for m in manifests]
     tower = manifests[0].architecture
     name = f"{tower}_pair"
@@ -62,4 +69,4 @@ def ensemble_run(store: ModelStore, manifests: list[Manifest], run_dir: Path) ->
     pair = architectures.build(name)
     for index, manifest in enumerate(manifests, start=1):
         pair.get_layer(f"{tower}_{index}").set_weights(_network(store, manifest).get_weights())
-    return _write_run(pair, manifests[0], run_dir, architecture=name, ensemble_of=versions)
+    return _write_run(pair, manifests[0], run_dir, architecture=name, ensemble_of=versions, **_scored_on(data))

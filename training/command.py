@@ -7,6 +7,7 @@ TensorFlow is imported inside the commands that need it, never by this module.
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,8 +17,6 @@ from emostream import logs
 from emostream.config import Settings
 from model_store.manifest import MODEL_FILE, SERVING_FILE, Manifest
 from model_store.store import ModelStore
-
-DEFAULT_DATA = "../shared/datasets/fer2013"
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,7 +40,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         config = TrainConfig.from_json(json.loads((Path(args.resume) / "config.json").read_text()))
     else:
         config = TrainConfig(
-            data=args.data,
+            data=args.data or str(settings.data),
             val_data=args.val_data,
             run_dir=args.run_dir or str(settings.runs_dir / architecture),
             architecture=architecture,
@@ -89,7 +88,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (resumable) and write its run artifacts")
-    p.add_argument("--data", default=DEFAULT_DATA, help="dataset root (train/, validation/) or Kaggle CSV")
+    p.add_argument("--data", help="dataset root (train/, validation/) or Kaggle CSV (default: EMOSTREAM_DATA)")
     p.add_argument("--val-data", help="validation source if not inside --data")
     p.add_argument(
         "--arch",
@@ -132,17 +131,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from training.data import load_csv, load_folder
+    from training.data import csv_columns, load_csv, load_folder
 
     store = settings.model_store()
     if args.model:
         store.manifest(args.model)  # before reading data: fail fast on an unknown version
     source = Path(args.data)
-    faces = (
-        load_csv(source, args.split, skip_bad=args.skip_bad)
-        if source.is_file()
-        else load_folder(source, skip_bad=args.skip_bad)
-    )
+    if source.is_file():
+        split = args.split or ("validation" if "Usage" in csv_columns(source) else "all")
+        faces = load_csv(source, None if split == "all" else split, skip_bad=args.skip_bad)
+    else:
+        faces = load_folder(source, skip_bad=args.skip_bad)
     logs.start_tensorflow()  # once the version and the data are known to be good
     from training.evaluation import evaluate
 
@@ -169,7 +168,11 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a model version on labelled faces")
     p.add_argument("--data", required=True, help="folder of <class>/ subfolders, or a Kaggle CSV")
-    p.add_argument("--split", help="CSV rows to use: train, validation, test (default: all rows)")
+    p.add_argument(
+        "--split",
+        help="CSV rows to use: train, validation, test or all (default: validation when the CSV has a Usage "
+        "column, as Kaggle's has: not the faces models were trained on; else all)",
+    )
     p.add_argument("--model", help="model version (default: the live one)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
     p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images or rows")
@@ -198,11 +201,12 @@ def _cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     from training.publish import serving_form
 
     store = settings.model_store()
-    validation = load(args.data, "validation")
+    validation = None  # read once a version needs it
     for version in args.versions or store.versions():
         if SERVING_FILE in store.manifest(version).files:
             print(f"{version}: has {SERVING_FILE}")
             continue
+        validation = validation or load(args.data or settings.data, "validation")
         serving = serving_form(keras.models.load_model(store.path(version) / MODEL_FILE, compile=False), validation)
         store.add_serving(version, serving.tflite, serving.temperature, serving.metrics)
         print(f"{version}: added {SERVING_FILE}, temperature {serving.temperature:.2f}, {serving.metrics}")
@@ -231,7 +235,8 @@ def add_model_actions(actions: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("versions", nargs="*", metavar="VERSION", help="default: every version")
     convert.add_argument(
-        "--data", default=DEFAULT_DATA, help="dataset whose validation split fits the temperature and scores the file"
+        "--data",
+        help="dataset whose validation split fits the temperature and scores the file (default: EMOSTREAM_DATA)",
     )
     convert.set_defaults(func=_cmd_convert)
     publish = actions.add_parser("publish", help="publish a training run's best model")
@@ -253,6 +258,11 @@ def add_model_actions(actions: argparse._SubParsersAction) -> None:
         parser = actions.add_parser(action, help=description)
         parser.add_argument("versions", nargs=count, metavar="VERSION", help="the first is the new version's parent")
         parser.add_argument("--run-dir", help=f"where it is scored (default: $EMOSTREAM_RUNS/{action}-<time>)")
+        parser.add_argument(
+            "--data",
+            help="dataset whose validation split scores it (default: the first version's if it is here, "
+            "else EMOSTREAM_DATA)",
+        )
         parser.add_argument("--promote", action="store_true", help="make it the live version")
         parser.add_argument("--force", action="store_true", help="promote even if less accurate than live")
         parser.set_defaults(func=_cmd_combine)
@@ -281,7 +291,16 @@ def _cmd_combine(args: argparse.Namespace, settings: Settings) -> int:
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     combine = average_run if args.action == "average" else ensemble_run
-    run_dir = combine(store, parts, Path(args.run_dir or settings.runs_dir / f"{args.action}-{stamp}"))
+    recorded = parts[0].training_config.get("data")
+    data = args.data or (None if recorded and Path(recorded).exists() else str(settings.data))
+    run_dir = Path(args.run_dir or settings.runs_dir / f"{args.action}-{stamp}")
+    made = not run_dir.exists()
+    try:
+        combine(store, parts, run_dir, data)
+    except BaseException:
+        if made:  # nothing half-written left behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     manifest = publish_run(store, run_dir, promote=args.promote, force=args.force)
     live = " (live)" if args.promote else ""
     print(f"published {manifest.version}{live}: validation accuracy {manifest.metrics['validation_accuracy']:.4f}")

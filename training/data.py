@@ -94,6 +94,15 @@ def load_folder(root: str | Path, *, skip_bad: bool = False, workers: int | None
     return _faceset(images, labels, digest, str(root), skipped)
 
 
+def csv_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV's header (none for an empty or unreadable file)."""
+    try:
+        with Path(path).open(newline="") as handle:
+            return list(csv.DictReader(handle).fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
 def load_csv(path: str | Path, usage: str | None = None, *, skip_bad: bool = False) -> FaceSet:
     """Load the Kaggle CSV (``emotion,pixels[,Usage]``), keeping rows whose Usage is ``usage``.
 
