@@ -137,7 +137,7 @@ def _promote(settings: Settings, client: redis.Redis, version: str, force: bool)
     except UnknownVersion as err:
         raise ApiError(404, str(err)) from None
     except PromotionRefused as err:
-        raise ApiError(409, str(err).replace("use --force", 'send {"force": true}')) from None
+        raise ApiError(409, f'{err.reason}; send {{"force": true}} to promote it anyway') from None
     except ModelStoreError as err:  # corrupt or incompatible: it cannot be served
         raise ApiError(409, str(err)) from None
     announce(client, settings, version)

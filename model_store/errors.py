@@ -18,4 +18,9 @@ class IncompatibleVersion(ModelStoreError):
 
 
 class PromotionRefused(ModelStoreError):
-    """A promotion that would make the live model less accurate, without ``force``."""
+    """A promotion that would make the live model less accurate, without ``force``; ``reason`` says why,
+    the message also how to promote ``version`` anyway."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"{reason}; `emostream models promote {version} --force` promotes it anyway")
+        self.version, self.reason = version, reason

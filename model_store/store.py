@@ -337,16 +337,16 @@ class ModelStore:
             faces = [m.datasets.get("validation", {}).get("fingerprint") for m in (manifest, live_manifest)]
             if all(faces) and faces[0] != faces[1]:  # e.g. a --limit subset, or another dataset
                 raise PromotionRefused(
+                    version,
                     f"{version} was scored on other validation faces ({faces[0]}) than live {live} ({faces[1]}): "
                     "their accuracies do not compare (`emostream evaluate --model VERSION` scores both on the "
-                    "same faces); use --force to promote anyway"
+                    "same faces)",
                 )
             current = live_manifest.validation_accuracy or 0.0
             candidate = manifest.validation_accuracy or 0.0
             if candidate < current:
                 raise PromotionRefused(
-                    f"{version} has validation accuracy {candidate:.4f}, below live {live} ({current:.4f}); "
-                    "use --force to promote anyway"
+                    version, f"{version} has validation accuracy {candidate:.4f}, below live {live} ({current:.4f})"
                 )
         history = self._history()
         history["stack"].append(version)

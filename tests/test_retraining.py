@@ -108,8 +108,9 @@ def test_a_model_auto_promotion_refuses_says_why(trainer_env, tiny_fer):
     done = run_cli("retrain", "--data", str(tiny_fer), "--epochs", "1", "--limit", "70", "--wait", env=trainer_env)
     view = job_view(done, trainer_env)
     assert view["status"] == "finished" and view["promoted"] is False and store.live_version() == live
-    assert f"below live {live} (1.0000)" in view["not_promoted"]
+    assert f"below live {live} (1.0000)" in view["not_promoted"] and "--force" not in view["not_promoted"]
     assert view["not_promoted"] in done.stdout.splitlines()[-1]
+    assert f"`emostream models promote {view['version']} --force` promotes it" in done.stdout, "not a retrain flag"
 
 
 SECRET = "tok-9f1c2e7d5b3a"

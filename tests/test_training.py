@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import cv2
 import keras
@@ -168,9 +169,12 @@ def test_a_run_fine_tuned_from_a_version_is_published_with_that_version_as_paren
     with pytest.raises(ValueError, match="holds emonet_wide, not emonet"):
         train(from_file)
 
-    published = run_cli("models", "publish", str(run_dir), env=env)  # a separate step, as after a long run
-    assert published.returncode == 0, published.stderr
-    version = published.stdout.split()[1]
+    store.promote(publish_brightness(store, 1.0), force=True)  # a live version it cannot beat
+    published = run_cli("models", "publish", str(run_dir), "--promote", env=env)  # a separate step, after a long run
+    refusal = re.search(r"error: published (\S+), not promoted: .*below live", published.stderr)
+    assert published.returncode == 2 and refusal, published.stderr
+    version = refusal.group(1)
+    assert f"`emostream models promote {version} --force` promotes it anyway" in published.stderr
     assert json.loads(run_cli("models", "show", version, "--json", env=env).stdout)["parent"] == wide
 
 
@@ -317,6 +321,7 @@ def test_models_cli_promote_refusal_and_rollback(tmp_path):
     worse = publish_brightness(store, 0.1)
     refused = run_cli("models", "promote", worse, env=env)
     assert refused.returncode == 2 and "below live" in refused.stderr
+    assert f"`emostream models promote {worse} --force` promotes it anyway" in refused.stderr
     assert run_cli("models", "promote", worse, "--force", env=env).returncode == 0
     shown = json.loads(run_cli("models", "show", "--json", env=env).stdout)
     assert shown["version"] == worse and shown["live"] is True

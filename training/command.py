@@ -380,7 +380,7 @@ def _outcome(view: dict) -> str:
     accuracy = f", last val_accuracy {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
     promoted = "promoted (live)" if view["promoted"] else "published, not promoted"
     if view.get("not_promoted"):
-        promoted += f" ({view['not_promoted']})"
+        promoted += f" ({view['not_promoted']}; `emostream models promote {view['version']} --force` promotes it)"
     return f"job {view['id']} finished: version {view['version']} {promoted}{accuracy}"
 
 

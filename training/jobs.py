@@ -234,7 +234,7 @@ def run_job(raw_spec: dict) -> dict:
             announce(client, settings, version)
         except PromotionRefused as err:
             log.info("job %s: %s", job_id, err)
-            _set_meta(job, not_promoted=str(err))
+            _set_meta(job, not_promoted=err.reason)  # the page and `retrain --wait` each say how to force it
     _set_meta(job, phase="done", version=version, promoted=promoted)
     return {"version": version, "promoted": promoted, "metrics": manifest.metrics}
 

@@ -16,6 +16,7 @@ import numpy as np
 from emostream import logs
 from model_store.calibration import calibrate, expected_calibration_error, fit_temperature
 from model_store.convert import to_tflite
+from model_store.errors import PromotionRefused
 from model_store.manifest import Manifest
 from model_store.store import ModelStore, new_version_id
 from training.data import FaceSet
@@ -110,5 +111,8 @@ def publish_run(
     extra = {name: run_dir / name for name in RUN_FILES if (run_dir / name).exists()}
     store.publish(model, manifest, extra, serving.tflite)
     if promote:
-        store.promote(manifest.version, force=force, reason=f"trained in {run_dir}")
+        try:
+            store.promote(manifest.version, force=force, reason=f"trained in {run_dir}")
+        except PromotionRefused as err:  # published all the same: say so, or a retry would publish it twice
+            raise PromotionRefused(err.version, f"published {err.version}, not promoted: {err.reason}") from None
     return manifest
