@@ -17,6 +17,7 @@ from model_store.manifest import MODEL_FILE
 from model_store.store import new_version_id
 from training.architectures import build
 from training.pipeline import Augmentation
+from training.shadow import compare, sampled_faces
 from training.train import TrainConfig, train
 from workers.classify import load_classifier
 
@@ -64,6 +65,8 @@ def test_interrupted_run_resumes_where_it_stopped(fer_subset, tmp_path):
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
     assert result.metrics["epochs_run"] == 3
     assert result.metrics["validation"]["n"] == 70
+    with pytest.raises(ValueError, match="has finished: nothing to resume"):
+        train(config)  # not trained again from its first epoch
 
     changed = TrainConfig(**{**config.__dict__, "epochs": 5})
     with pytest.raises(ValueError, match="different configuration"):
@@ -328,3 +331,10 @@ def test_models_cli_promote_refusal_and_rollback(tmp_path):
     assert run_cli("models", "rollback", env=env).stdout.strip() == f"live: {first}"
     listing = run_cli("models", "list", env=env).stdout
     assert f"* {first}" in listing and "val_acc=0.1000" in listing
+
+
+def test_a_shadow_comparison_without_sampled_faces_says_why(tmp_path):
+    store = brightness_store(tmp_path)
+    result = compare(store, store.live_version(), sampled_faces([]))
+    assert result["faces"] == 0 and result["agreement"] is None
+    assert "EMOSTREAM_SHADOW_SAMPLE is above 0" in result["note"], "the default samples none"

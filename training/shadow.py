@@ -22,6 +22,9 @@ def _summary(scores: np.ndarray) -> dict:
     }
 
 
+NO_FACES = "no live faces sampled: workers keep them only while EMOSTREAM_SHADOW_SAMPLE is above 0"
+
+
 def compare(store: ModelStore, candidate: str, faces: np.ndarray, against: str | None = None) -> dict:
     """Agreement of ``candidate`` with ``against`` (default: live) and both score distributions."""
     reference = against or store.live_version()
@@ -35,4 +38,5 @@ def compare(store: ModelStore, candidate: str, faces: np.ndarray, against: str |
         "agreement": None if agreement is None else round(agreement, 4),
         "candidate_scores": _summary(new),
         "reference_scores": _summary(old),
+        **({} if len(faces) else {"note": NO_FACES}),
     }

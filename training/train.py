@@ -208,6 +208,11 @@ def _check_run_dir(config: TrainConfig) -> Path:
                 f"{run_dir} holds a run with a different configuration; resume it with "
                 "`emostream train --resume` or choose another --run-dir"
             )
+        if (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists():
+            raise ValueError(
+                f"the run in {run_dir} has finished: nothing to resume (`emostream models publish {run_dir}` "
+                "publishes it; another run needs another --run-dir)"
+            )
         log.info("resuming run in %s", run_dir)
     return run_dir
 
