@@ -27,6 +27,7 @@ import redis
 from aiohttp import web
 
 from emostream.config import Settings
+from gateway.access import client_address, trusted_networks
 from gateway.api import HUB, SYNC_REDIS, ApiError, read_body
 from gateway.bodies import Promotion, TrainingRequest
 from gateway.feedback import FeedbackStore
@@ -129,30 +130,37 @@ def list_models(store: ModelStore) -> dict:
     return {"live": live, "versions": versions, "rollback_to": store.rollback_target()}
 
 
-def _promote(settings: Settings, client: redis.Redis, version: str, force: bool) -> dict:
+def _promote(settings: Settings, client: redis.Redis, version: str, force: bool, who: str) -> dict:
     store = settings.model_store()
     previous = store.live_version()
     try:
-        store.promote(version, force=force, reason="gateway API")
+        store.promote(version, force=force, reason=f"gateway API, {who}")
     except UnknownVersion as err:
         raise ApiError(404, str(err)) from None
     except PromotionRefused as err:
         raise ApiError(409, f'{err.reason}; send {{"force": true}} to promote it anyway') from None
     except ModelStoreError as err:  # corrupt or incompatible: it cannot be served
         raise ApiError(409, str(err)) from None
+    log.info("%s promoted %s (live was %s)", who, version, previous)
     announce(client, settings, version)
     return {"live": version, "previous": previous}
 
 
-def _rollback(settings: Settings, client: redis.Redis) -> dict:
+def _rollback(settings: Settings, client: redis.Redis, who: str) -> dict:
     store = settings.model_store()
     previous = store.live_version()
     try:
-        version = store.rollback()
+        version = store.rollback(reason=f"gateway API, {who}")
     except ModelStoreError as err:
         raise ApiError(409, str(err)) from None
+    log.info("%s rolled back from %s to %s", who, previous, version)
     announce(client, settings, version)
     return {"live": version, "previous": previous}
+
+
+def _who(request: web.Request) -> str:
+    """The operator's address, for the history and the log."""
+    return f"operator at {client_address(request, trusted_networks(request.app[HUB].settings))}"
 
 
 @routes.get("/api/models")
@@ -179,12 +187,13 @@ async def card(request: web.Request) -> web.Response:
 @routes.post("/api/models/rollback")
 async def rollback(request: web.Request) -> web.Response:
     settings = request.app[HUB].settings
-    return web.json_response(await asyncio.to_thread(_rollback, settings, request.app[SYNC_REDIS]))
+    return web.json_response(await asyncio.to_thread(_rollback, settings, request.app[SYNC_REDIS], _who(request)))
 
 
 @routes.post("/api/models/{version}/promote")
 async def promote(request: web.Request) -> web.Response:
     force = (await read_body(request, Promotion)).force
     settings = request.app[HUB].settings
-    view = await asyncio.to_thread(_promote, settings, request.app[SYNC_REDIS], request.match_info["version"], force)
+    version = request.match_info["version"]
+    view = await asyncio.to_thread(_promote, settings, request.app[SYNC_REDIS], version, force, _who(request))
     return web.json_response(view)

@@ -67,7 +67,7 @@ def _cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    version = settings.model_store().rollback()
+    version = settings.model_store().rollback(reason="cli")
     _announce(settings, version)
     print(f"live: {version}")
     return 0

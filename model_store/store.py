@@ -357,8 +357,8 @@ class ModelStore:
         stack = self._history()["stack"]
         return stack[-2] if len(stack) >= 2 else None
 
-    def rollback(self) -> str:
-        """Make the version that was live before the current one live again."""
+    def rollback(self, reason: str = "") -> str:
+        """Make the version that was live before the current one live again (``reason`` goes into the history)."""
         with self._locked():
             history = self._history()
             if len(history["stack"]) < 2:
@@ -366,5 +366,5 @@ class ModelStore:
             history["stack"].pop()
             target = history["stack"][-1]
             self.verify(target)
-            self._set_live(target, history, "rollback", "")
+            self._set_live(target, history, "rollback", reason)
         return target

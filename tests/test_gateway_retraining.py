@@ -148,6 +148,11 @@ def test_promotion_refusal_force_and_rollback(env):
     assert (can_roll_back, cannot_roll_back) == (better, None), "the page disables Roll back with nothing behind"
     assert store.live_version() == better
     assert announced == [worse, better], "workers are told at once"
+    log = json.loads(store.history_file.read_text())["log"]
+    assert [(e["action"], e["reason"]) for e in log[-2:]] == [
+        ("promote", "gateway API, operator at 127.0.0.1"),
+        ("rollback", "gateway API, operator at 127.0.0.1"),
+    ], "who changed the live model, and from where"
 
 
 def test_invalid_specs_and_unknown_jobs_are_refused_with_clear_messages(env, trainer):
