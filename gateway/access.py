@@ -71,26 +71,31 @@ def _within(address: str, networks: list[Network]) -> bool:
 
 
 def client_address(request: web.Request, trusted: list[Network]) -> str:
-    """The client's address for limits: the peer's, unless the peer is a trusted proxy, then the
-    right-most ``X-Forwarded-For`` address that is not one of the trusted proxies (a client can
-    prepend anything to the header, but not what the proxies append). An IPv6 client counts as its
-    /64 network, which one host holds whole."""
+    """The client's address: the peer's, unless the peer is a trusted proxy, then the right-most
+    ``X-Forwarded-For`` address that is not one of the trusted proxies (a client can prepend
+    anything to the header, but not what the proxies append)."""
     peer = request.remote or ""
     if not _within(peer, trusted):
-        return _one_host(peer)
+        return peer
     forwarded = [a.strip() for h in request.headers.getall("X-Forwarded-For", []) for a in h.split(",") if a.strip()]
     for address in reversed(forwarded):
         if not _within(address, trusted):
-            return _one_host(address)
-    return _one_host(forwarded[0] if forwarded else peer)
+            return address
+    return forwarded[0] if forwarded else peer
 
 
-def _one_host(address: str) -> str:
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""IPv4 hosts seen through a NAT64 gateway: one per address, as over IPv4."""
+
+
+def limited_as(address: str) -> str:
+    """Who a client ``address`` counts as for limits: a public IPv6 address as its /64 network, which
+    one host holds whole (so rotating addresses does not multiply its limits); any other as itself."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_global and ip not in NAT64:
         return str(ipaddress.ip_network((ip, 64), strict=False))
     return address
 
@@ -159,7 +164,11 @@ def origin_guard(request: web.Request, cors_origins: frozenset[str], trusted: li
     if _within(request.remote or "", trusted):
         own.update(h.split(",")[0].strip() for h in request.headers.getall("X-Forwarded-Host", []))
     if origin.partition("://")[2] not in own:
-        raise ApiError(403, f"cross-site request from {origin} refused")
+        raise ApiError(
+            403,
+            f"cross-site request from {origin} refused (this gateway is addressed as {request.host}: a reverse "
+            "proxy must pass the browser's Host on, e.g. nginx's `proxy_set_header Host $http_host`)",
+        )
 
 
 def access_middleware(settings: Settings):

@@ -89,8 +89,9 @@ class Hub:
         limit = self.settings.max_streams_per_client
         mine = [s for s in self.sessions.values() if s.client == client]
         if len(mine) >= limit:
-            waiting = [s.started for s in mine if s.sampler is None or not s.sampler.stats.taken]
-            retry = max(1, math.ceil(min(waiting) + CONNECT_TIMEOUT - time.time())) if waiting else None
+            now = time.time()
+            waiting = [s.answered or now for s in mine if s.sampler is None or not s.sampler.stats.taken]
+            retry = max(1, math.ceil(min(waiting) + CONNECT_TIMEOUT - now)) if waiting else None
             connecting = f" ({len(waiting)} not connected yet: try again in {retry} s)" if retry else ""
             raise ClientLimit(f"a client may have at most {limit} streams open{connecting}", retry)
         stream = f"{self.id}-{secrets.token_hex(8)}"  # unguessable: another client cannot name it

@@ -83,6 +83,7 @@ class Session:
         self.metrics = metrics
         self.on_closed = on_closed
         self.started = time.time()
+        self.answered: float | None = None
         self.pc = RTCPeerConnection(ice_configuration(settings))
         self.relay = MediaRelay()
         self.sampler: TrackSampler | None = None
@@ -116,6 +117,7 @@ class Session:
             await self.close()
             raise
         self._task = asyncio.create_task(self._sample(self.sampler), name=f"sample {self.stream}")
+        self.answered = time.time()  # its first frame is awaited from now
         return self.pc.localDescription
 
     def _on_track(self, track: MediaStreamTrack) -> None:

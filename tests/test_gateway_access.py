@@ -161,6 +161,9 @@ def test_with_tokens_pages_of_the_same_site_cannot_forge_an_operators_requests(r
                 ),
                 "own page": await call(http, "POST", url, json=job, headers={**cookie, "Origin": served.url}),
                 "through its proxy": await call(http, "POST", url, json=job, headers=proxied),
+                "proxy rewriting Host": await call(
+                    http, "POST", url, json=job, headers={**cookie, "Origin": "https://emostream.example.org"}
+                ),
                 "script": await call(http, "POST", url, json=job, headers={"Authorization": f"Bearer {ADMIN}"}),
             }
         async with serving(settings_for(redis_server, admin_token=ADMIN)) as served, aiohttp.ClientSession() as http:
@@ -169,6 +172,13 @@ def test_with_tokens_pages_of_the_same_site_cannot_forge_an_operators_requests(r
                 "any token as cookie": await call(http, "GET", f"{served.url}/?token=garbage", allow_redirects=False),
                 "forged offer": await call(
                     http, "POST", f"{served.url}/api/offer", json={}, headers={"Origin": "https://evil.example"}
+                ),
+                "host forwarded by anyone": await call(
+                    http,
+                    "POST",
+                    f"{served.url}/api/offer",
+                    json={},
+                    headers={"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example"},
                 ),
                 "own config": await call(http, "GET", f"{served.url}/api/config"),
             }
@@ -180,13 +190,16 @@ def test_with_tokens_pages_of_the_same_site_cannot_forge_an_operators_requests(r
         "sibling with bearer": 403,
         "own page": 503,  # past the guards: no trainer offers its data
         "through its proxy": 503,
+        "proxy rewriting Host": 403,
         "script": 503,
     }, with_tokens
     assert "cross-site request from http://127.0.0.1:3000 refused" in with_tokens["sibling port"][2]["error"]
+    assert "proxy_set_header Host $http_host" in with_tokens["proxy rewriting Host"][2]["error"], "says what to fix"
     assert {name: status for name, (status, _, _) in operator_only.items()} == {
         "rebound": 403,
         "any token as cookie": 401,
         "forged offer": 403,
+        "host forwarded by anyone": 403,
         "own config": 200,
     }, operator_only
 
@@ -229,8 +242,9 @@ def test_forwarded_headers_count_only_from_trusted_proxies(redis_server):
     assert run(offers_from(behind, ["198.51.100.1, 203.0.113.9", "198.51.100.2, 203.0.113.9"])) == [400, 429]
     # not behind a trusted proxy: the header is anyone's to write, so every offer is the peer's
     assert run(offers_from(exposed, ["203.0.113.7", "203.0.113.8"])) == [400, 429]
-    # one IPv6 host holds a whole /64: its addresses share one client's limits
-    assert run(offers_from(behind, ["2001:db8:1::1", "2001:db8:1::2", "2001:db8:2::1"])) == [400, 429, 400]
+    # one IPv6 host holds a whole /64: its public addresses share one client's limits
+    assert run(offers_from(behind, ["2a00:1450:1::1", "2a00:1450:1::2", "2a00:1450:2::1"])) == [400, 429, 400]
+    assert run(offers_from(behind, ["fd00::1", "fd00::2"])) == [400, 400], "a private network's hosts are each one"
     assert "Secure" in run(cookie(settings_for(redis_server, token=TOKEN, trusted_proxies="127.0.0.1")))
     assert "Secure" not in run(cookie(settings_for(redis_server, token=TOKEN)))
     with pytest.raises(ValueError, match=r"EMOSTREAM_TRUSTED_PROXIES: 'proxy\.local' is not an address"):

@@ -1,5 +1,7 @@
 """Ingest sources on real inputs: AVI files (good, corrupt, garbage), an HTTP camera, bad URLs and cameras."""
 
+import http.server
+import threading
 import time
 
 import numpy as np
@@ -139,3 +141,49 @@ def test_a_recording_behind_a_url_is_read_like_a_file(avi):
         sampled = list(source)
     assert [c.seq for c in every] == list(range(12)) and levels(every) == list(range(12))
     assert [c.seq for c in sampled] == [0, 2, 4, 6, 8, 10]
+
+
+class StallingServer:
+    """Serves a file over HTTP, but only its first ``share`` of bytes: then the connection hangs."""
+
+    def __init__(self, path, share: float) -> None:
+        data = path.read_bytes()
+        stop = self.stop = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "video/x-msvideo")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: int(len(data) * share)])
+                self.wfile.flush()
+                stop.wait(30)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{path.name}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> "StallingServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_recording_behind_a_url_that_stalls_fails_with_the_frames_read_so_far(tmp_path):
+    frames = [np.full((120, 160, 3), 2 * i, np.uint8) for i in range(100)]
+    avi = write_avi(frames, tmp_path / "long.avi", fps=10)
+    captured = []
+    with StallingServer(avi, share=0.6) as server, open_source(server.url, Settings(source_timeout=1)) as source:
+        assert isinstance(source, FileSource)
+        with pytest.raises(SourceError, match=r"reading stopped after frame \d+ of 100 \(the connection stalled"):
+            for item in source:
+                captured.append(item)
+    assert 0 < len(captured) < 100 and [c.seq for c in captured] == list(range(len(captured)))

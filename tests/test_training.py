@@ -16,6 +16,7 @@ from model_store.calibration import calibrate
 from model_store.manifest import MODEL_FILE
 from model_store.store import new_version_id
 from training.architectures import build
+from training.data import load
 from training.pipeline import Augmentation
 from training.shadow import compare, sampled_faces
 from training.train import TrainConfig, train
@@ -209,6 +210,11 @@ def test_versions_averaged_are_published_as_the_mean_of_their_weights(small_stor
     assert averaged.metrics["validation_accuracy"] == metrics["validation"]["accuracy"]
     card = run_cli("models", "show", averaged.version, "--card", env=env).stdout
     assert f"the mean of the weights of `{pair[0]}` and `{pair[1]}`" in card
+    other = fer_dataset(tmp_path / "other", train_per_class=1, val_per_class=3)
+    elsewhere = run_cli("models", "average", *pair, "--data", str(other), "--run-dir", str(tmp_path / "o"), env=env)
+    rescored = store.verify(elsewhere.stdout.split()[1].rstrip(":"))
+    assert rescored.datasets["validation"]["n"] == 21, "the faces it was scored on, named as such"
+    assert rescored.datasets["validation"]["fingerprint"] == load(other, "validation").fingerprint
 
 
 def test_two_versions_ensembled_serve_the_mean_of_their_scores_as_one_network(small_store, tmp_path):
@@ -313,7 +319,7 @@ def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
     assert "fer.csv:10: 2 pixels, expected 2304" in bad
     missing = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--model", "v0", env=env)
     split = refused_at_once(tmp_path, "evaluate", "--data", str(tmp_path / "fer.csv"), "--split", "val", env=env)
-    assert "unknown split 'val'; choose from ['test', 'train', 'validation']" in split
+    assert "unknown split 'val'; choose from ['test', 'train', 'validation']" in split and "or all" in split
     assert "no model version 'v0'" in missing
 
 

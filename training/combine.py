@@ -21,27 +21,26 @@ import numpy as np
 from model_store.manifest import MODEL_FILE, Manifest
 from model_store.store import ModelStore
 from training import architectures
-from training.train import TrainConfig, load_validation, write_artifacts
+from training.train import TrainConfig, dataset_entry, load_validation, write_artifacts
 
 
 def _network(store: ModelStore, manifest: Manifest) -> keras.Model:
     return keras.models.load_model(store.path(manifest.version) / MODEL_FILE, compile=False)
 
 
-def _write_run(model: keras.Model, first: Manifest, run_dir: Path, **config_extra: object) -> Path:
+def _write_run(model: keras.Model, first: Manifest, run_dir: Path, data: str | None, **config_extra: object) -> Path:
+    """``model`` as a run directory scored on ``data``'s validation split (None: the first part's dataset)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / "best.keras")
     trained = {k: v for k, v in first.training_config.items() if k not in ("averaged_from", "ensemble_of")}
-    config = {**trained, "run_dir": str(run_dir), "parent": first.version, **config_extra}
+    scored_on = {"data": data, "val_data": None} if data else {}
+    config = {**trained, "run_dir": str(run_dir), "parent": first.version, **scored_on, **config_extra}
     (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (run_dir / "datasets.json").write_text(json.dumps(first.datasets, indent=2) + "\n")
-    write_artifacts(run_dir, load_validation(TrainConfig.from_json(config)), seconds=0.0)
+    validation = load_validation(TrainConfig.from_json(config))
+    datasets = {**first.datasets, "validation": dataset_entry(validation)} if data else first.datasets
+    (run_dir / "datasets.json").write_text(json.dumps(datasets, indent=2) + "\n")
+    write_artifacts(run_dir, validation, seconds=0.0)
     return run_dir
-
-
-def _scored_on(data: str | None) -> dict[str, str | None]:
-    """The configuration that makes a run scored on ``data``'s validation split (None: the first part's)."""
-    return {"data": data, "val_data": None} if data else {}
 
 
 def average_run(store: ModelStore, manifests: list[Manifest], run_dir: Path, data: str | None = None) -> Path:
@@ -54,7 +53,7 @@ def average_run(store: ModelStore, manifests: list[Manifest], run_dir: Path, dat
         raise ValueError(f"{versions[0]} and the others differ in their layers' shapes: not one architecture")
     averaged = models[0]
     averaged.set_weights([np.mean(layer, axis=0) for layer in zip(*weights, strict=True)])
-    return _write_run(averaged, manifests[0], run_dir, averaged_from=versions, **_scored_on(data))
+    return _write_run(averaged, manifests[0], run_dir, data, averaged_from=versions)
 
 
 def ensemble_run(store: ModelStore, manifests: list[Manifest], run_dir: Path, data: str | None = None) -> Path:
@@ -69,4 +68,4 @@ def ensemble_run(store: ModelStore, manifests: list[Manifest], run_dir: Path, da
     pair = architectures.build(name)
     for index, manifest in enumerate(manifests, start=1):
         pair.get_layer(f"{tower}_{index}").set_weights(_network(store, manifest).get_weights())
-    return _write_run(pair, manifests[0], run_dir, architecture=name, ensemble_of=versions, **_scored_on(data))
+    return _write_run(pair, manifests[0], run_dir, data, architecture=name, ensemble_of=versions)

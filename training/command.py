@@ -139,7 +139,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     source = Path(args.data)
     if source.is_file():
         split = args.split or ("validation" if "Usage" in csv_columns(source) else "all")
-        faces = load_csv(source, None if split == "all" else split, skip_bad=args.skip_bad)
+        faces = load_csv(source, split, skip_bad=args.skip_bad)
     else:
         faces = load_folder(source, skip_bad=args.skip_bad)
     logs.start_tensorflow()  # once the version and the data are known to be good

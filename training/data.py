@@ -107,11 +107,14 @@ def load_csv(path: str | Path, usage: str | None = None, *, skip_bad: bool = Fal
     """Load the Kaggle CSV (``emotion,pixels[,Usage]``), keeping rows whose Usage is ``usage``.
 
     ``usage`` is a Kaggle name (Training, PublicTest, PrivateTest) or ours (train,
-    validation, test); ``None`` keeps every row. Rows are named by their line number.
+    validation, test); ``None`` or ``all`` keeps every row. Rows are named by their line number.
     """
     path = Path(path)
+    usage = None if usage == "all" else usage
     if usage and usage not in {*CSV_USAGES, *CSV_USAGES.values()}:
-        raise DataError(f"unknown split {usage!r}; choose from {sorted(CSV_USAGES)} (or {sorted(CSV_USAGES.values())})")
+        raise DataError(
+            f"unknown split {usage!r}; choose from {sorted(CSV_USAGES)} (or {sorted(CSV_USAGES.values())}) or all"
+        )
     usage = CSV_USAGES.get(usage, usage) if usage else None
     digest = hashlib.sha256()
     images, labels, skipped = [], [], []

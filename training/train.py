@@ -145,6 +145,11 @@ def load_splits(config: TrainConfig) -> tuple[FaceSet, FaceSet]:
     return _subset(train, config.limit, config.seed), validation
 
 
+def dataset_entry(faces: FaceSet) -> dict:
+    """How a run's ``datasets.json`` (and its manifest) names a set of faces."""
+    return {"source": faces.source, "fingerprint": faces.fingerprint, "n": len(faces), "skipped": faces.skipped}
+
+
 def load_validation(config: TrainConfig) -> FaceSet:
     """The validation set of a config (model selection only ever looks at this split)."""
     source = Path(config.val_data or config.data)
@@ -248,20 +253,7 @@ def train(config: TrainConfig, on_epoch: EpochHook | None = None) -> TrainResult
     log.info("train %d faces %s, validation %d faces", len(train_set), train_set.class_counts(), len(val_set))
     (run_dir / "datasets.json").write_text(
         json.dumps(
-            {
-                "train": {
-                    "source": train_set.source,
-                    "fingerprint": train_set.fingerprint,
-                    "n": len(train_set),
-                    "skipped": train_set.skipped,
-                },
-                "validation": {
-                    "source": val_set.source,
-                    "fingerprint": val_set.fingerprint,
-                    "n": len(val_set),
-                    "skipped": val_set.skipped,
-                },
-            },
+            {"train": dataset_entry(train_set), "validation": dataset_entry(val_set)},
             indent=2,
         )
         + "\n"

@@ -30,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "boxes in source pixels. seq: the frame's index in its source. "
         "ts: capture time (live) or queueing time (file), epoch seconds.",
     )
-    p.add_argument("--source", required=True, help="video file, rtsp:// or http:// URL, or camera index (0, 1...)")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="video file, rtsp:// or http:// URL (a recording of known length is read like a file), or camera "
+        "index (0, 1...)",
+    )
     p.add_argument(
         "--fps", type=float, help="frames sampled per second (live default: EMOSTREAM_SAMPLE_FPS; file: every frame)"
     )

@@ -71,24 +71,30 @@ def open_source(spec: str, settings: Settings, fps: float | None = None) -> "Fil
         capture.release()
         raise SourceError(f"{_redact(spec)}: cannot open (unreachable, refused or not video)")
     if capture.get(cv2.CAP_PROP_FRAME_COUNT) > 0:  # a recording: its media time, not the wall clock, samples it
-        return FileSource(_redact(spec), capture, Sampler(fps) if fps else None)
+        return FileSource(_redact(spec), capture, Sampler(fps) if fps else None, remote=True)
     return LiveSource(spec, Sampler(fps or settings.sample_fps), settings.source_timeout, capture)
 
 
 class FileSource:
-    """The frames of a video file or recording (opened as ``capture``), in order; iterate once."""
+    """The frames of a video file or recording (opened as ``capture``), in order; iterate once.
+
+    A ``remote`` recording (behind a URL) whose reading stops before its end raises :class:`SourceError`
+    after two reads that time out, as a live source would be reopened; a local file that does logs it."""
 
     live = False
 
-    def __init__(self, name: str, capture: cv2.VideoCapture, sampler: Sampler | None = None) -> None:
+    def __init__(
+        self, name: str, capture: cv2.VideoCapture, sampler: Sampler | None = None, remote: bool = False
+    ) -> None:
         self.name = name
         self.sampler = sampler
         self.stats = SourceStats()
-        self._capture = capture
+        self._capture, self._remote = capture, remote
 
     def __iter__(self) -> Iterator[Captured]:
         seq = 0
-        while (failed := _grab(self._capture, FILE_MAX_FAILURES)) is not None:
+        budget = LIVE_MAX_FAILURES if self._remote else FILE_MAX_FAILURES
+        while (failed := _grab(self._capture, budget)) is not None:
             self.stats.bad += failed
             seq += failed
             ts = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
@@ -101,7 +107,10 @@ class FileSource:
             seq += 1
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if count > 0 and seq < count - 1:  # a frame count is an estimate for some formats: allow one
-            log.warning("%s: reading stopped after frame %d of %d (the rest could not be read)", self.name, seq, count)
+            stopped = f"{self.name}: reading stopped after frame {seq} of {count}"
+            if self._remote:
+                raise SourceError(f"{stopped} (the connection stalled or dropped)")
+            log.warning("%s (the rest could not be decoded)", stopped)
 
     def close(self) -> None:
         self._capture.release()
