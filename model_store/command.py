@@ -74,15 +74,15 @@ def _cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _announce(settings: Settings, version: str) -> None:
-    """Tell running workers at once (they would also notice within seconds by polling)."""
-    if settings.redis_url:
+    """Tell running workers at once, on REDIS_URL or the Redis of the ``up`` running here (they would also
+    notice within seconds by polling)."""
+    url = settings.redis_url or settings.running_up_redis()
+    if url:
         import redis
 
         from model_store.announcement import announce
 
-        announce(
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5), settings, version
-        )
+        announce(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5), settings, version)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:

@@ -59,6 +59,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_files(directory: Path) -> None:
+    """Flush every file of ``directory`` and the directory itself to disk (before it is renamed into place)."""
+    for file in directory.iterdir():
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(directory)
+
+
 def _atomic_write(path: Path, content: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
@@ -167,6 +175,8 @@ class ModelStore:
         """Check format, classes, input shape and every file's sha256; return the manifest."""
         manifest = self.manifest(version)
         directory = self.path(version)
+        if manifest.version != version:  # a folder copied or restored under another name
+            raise CorruptVersion(f"{version}: its manifest names version {manifest.version}")
         if manifest.format > FORMAT:
             raise IncompatibleVersion(f"{version}: manifest format {manifest.format} is newer than {FORMAT}")
         if list(manifest.classes) != list(EMOTIONS):
@@ -250,10 +260,7 @@ class ModelStore:
                     shutil.copyfileobj(src, dst)
             manifest.files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
             manifest.write(staging)
-            for file in staging.iterdir():
-                with file.open("rb") as handle:
-                    os.fsync(handle.fileno())
-            _fsync_dir(staging)
+            _fsync_files(staging)
             os.rename(staging, self.versions_dir / manifest.version)
             _fsync_dir(self.versions_dir)
         except BaseException:
@@ -282,11 +289,17 @@ class ModelStore:
         """Copy a version directory from elsewhere (e.g. the bundled one), verifying it."""
         version = Manifest.read(source).version
         if (self.versions_dir / version).exists():
-            return version
+            try:
+                self.verify(version)
+                return version
+            except CorruptVersion:  # a copy cut short (a power loss): copied again
+                shutil.rmtree(self.versions_dir / version)
         self._ensure_dirs()
         staging = Path(tempfile.mkdtemp(prefix=f"{version}.", dir=self.staging_dir))
         shutil.copytree(source, staging, dirs_exist_ok=True)
+        _fsync_files(staging)
         os.rename(staging, self.versions_dir / version)
+        _fsync_dir(self.versions_dir)
         try:
             self.verify(version)
         except ModelStoreError:
@@ -311,6 +324,14 @@ class ModelStore:
         """Every promotion and rollback, oldest first."""
         return self._history()["log"]
 
+    def _history_in_step(self) -> dict:
+        """The history, its stack's top dropped when it is not the live version: the history is written
+        before the live pointer, so a process killed between the two leaves the stack one ahead."""
+        history, live = self._history(), self.live_version()
+        if live and history["stack"] and history["stack"][-1] != live:
+            history["stack"].pop()
+        return history
+
     def _set_live(self, version: str, history: dict, action: str, reason: str) -> None:
         _log(history, version, action, self.live_version(), reason)
         self._write_live(version, history)
@@ -332,8 +353,8 @@ class ModelStore:
         version, live = manifest.version, self.live_version()
         if live == version:  # already live: the rollback history must not list it twice
             return
-        if live and not force:
-            live_manifest = self.manifest(live)
+        live_manifest = self._readable(live) if live and not force else None
+        if live_manifest is not None:  # a live version gone or unreadable leaves nothing to compare with
             faces = [m.datasets.get("validation", {}).get("fingerprint") for m in (manifest, live_manifest)]
             if all(faces) and faces[0] != faces[1]:  # e.g. a --limit subset, or another dataset
                 raise PromotionRefused(
@@ -348,23 +369,29 @@ class ModelStore:
                 raise PromotionRefused(
                     version, f"{version} has validation accuracy {candidate:.4f}, below live {live} ({current:.4f})"
                 )
-        history = self._history()
+        history = self._history_in_step()
         history["stack"].append(version)
         self._set_live(version, history, "promote", reason)
 
+    def _readable(self, version: str) -> Manifest | None:
+        try:
+            return self.manifest(version)
+        except ModelStoreError:
+            return None
+
     def rollback_target(self) -> str | None:
         """The version :meth:`rollback` would make live, or None when there is none."""
-        stack = self._history()["stack"]
+        stack = self._history_in_step()["stack"]
         return stack[-2] if len(stack) >= 2 else None
 
     def rollback(self, reason: str = "") -> str:
         """Make the version that was live before the current one live again (``reason`` goes into the history)."""
         with self._locked():
-            history = self._history()
+            history = self._history_in_step()
             if len(history["stack"]) < 2:
                 raise ModelStoreError("nothing to roll back to: no earlier live version")
             history["stack"].pop()
             target = history["stack"][-1]
-            self.verify(target)
+            self.serving_file(target)  # workers must be able to run it, as for a promotion
             self._set_live(target, history, "rollback", reason)
         return target

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import REPO, brightness, brightness_model, publish_brightness, run_cli
+from factories import REPO, brightness, brightness_model, publish_brightness, run_cli, without_serving_file
 
 from emostream.redis_server import free_port
 from model_store import (
@@ -71,6 +72,59 @@ def test_promotion_policy_and_rollback(tmp_path):
     with pytest.raises(ModelStoreError, match="nothing to roll back"):
         store.rollback()
     assert [e["action"] for e in store.history()] == ["promote"] * 3 + ["rollback"] * 2
+
+
+def test_rollback_refuses_a_version_workers_cannot_run(tmp_path):
+    store = ModelStore(tmp_path)
+    old, new = publish_brightness(store, 0.6), publish_brightness(store, 0.7)
+    store.promote(old)
+    store.promote(new)
+    without_serving_file(store, old)  # a version from before workers ran LiteRT
+    with pytest.raises(CorruptVersion, match=f"{old}: no model.tflite"):
+        store.rollback()
+    assert store.live_version() == new and store.rollback_target() == old
+
+
+def test_a_process_killed_between_the_history_and_the_live_pointer_leaves_rollback_right(tmp_path):
+    """The history is written first: a kill before the live pointer leaves the stack one ahead of it."""
+    store = ModelStore(tmp_path)
+    first, second, third = (publish_brightness(store, accuracy) for accuracy in (0.5, 0.6, 0.7))
+    store.promote(first)
+    store.promote(second)
+    history = json.loads(store.history_file.read_text())
+    history["stack"].append(third)  # promoting third, killed before LIVE was written
+    store.history_file.write_text(json.dumps(history))
+    assert store.live_version() == second and store.rollback_target() == first
+    store.promote(third)  # the promotion tried again
+    assert store.rollback() == second and store.rollback() == first
+
+
+def test_a_live_version_gone_from_the_store_does_not_block_promoting_another(tmp_path):
+    store = ModelStore(tmp_path)
+    gone, good = publish_brightness(store, 0.9), publish_brightness(store, 0.6)
+    store.promote(gone)
+    shutil.rmtree(store.path(gone))  # deleted by hand: the recovery is promoting another
+    store.promote(good)
+    assert store.live_version() == good
+
+
+def test_a_version_folder_copied_under_another_name_is_refused(tmp_path):
+    store = ModelStore(tmp_path)
+    version = publish_brightness(store, 0.6)
+    shutil.copytree(store.path(version), store.versions_dir / "copy")
+    with pytest.raises(CorruptVersion, match="copy: its manifest names version"):
+        store.serving_file("copy")
+
+
+def test_a_version_imported_again_over_a_damaged_copy_is_copied_anew(tmp_path):
+    """Seeding copies the bundled versions; a copy cut short (a power loss) is not kept."""
+    source = ModelStore(tmp_path / "bundled")
+    version = publish_brightness(source, 0.6)
+    store = ModelStore(tmp_path / "store")
+    store.import_version(source.path(version))
+    (store.path(version) / MODEL_FILE).write_bytes(b"cut short")
+    assert store.import_version(source.path(version)) == version
+    assert store.verify(version).version == version
 
 
 def test_accuracies_measured_on_other_validation_faces_are_not_compared(tmp_path):

@@ -2,15 +2,19 @@
 
 import csv
 import json
+import os
 import re
+import time
 
 import cv2
 import keras
 import numpy as np
 import pytest
+import redis
 from factories import brightness, brightness_store, fer_dataset, flat, publish_brightness, run_cli, write_faces
 from processes import modules_at_exit
 
+from emostream.config import UP_RECORD, Settings
 from model_store import Manifest, ModelStore
 from model_store.calibration import calibrate
 from model_store.manifest import MODEL_FILE
@@ -323,7 +327,7 @@ def test_evaluate_reads_kaggle_csv_and_refuses_unknown_versions(tmp_path):
     assert "no model version 'v0'" in missing
 
 
-def test_models_cli_promote_refusal_and_rollback(tmp_path):
+def test_models_cli_promote_refusal_and_rollback(tmp_path, redis_server):
     env = _known_answer_store(tmp_path)
     store = ModelStore(env["EMOSTREAM_MODEL_STORE"])
     first = store.live_version()
@@ -331,7 +335,18 @@ def test_models_cli_promote_refusal_and_rollback(tmp_path):
     refused = run_cli("models", "promote", worse, env=env)
     assert refused.returncode == 2 and "below live" in refused.stderr
     assert f"`emostream models promote {worse} --force` promotes it anyway" in refused.stderr
-    assert run_cli("models", "promote", worse, "--force", env=env).returncode == 0
+    # an `up` runs here (its record names its Redis): the workers on it are told at once
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / UP_RECORD).write_text(json.dumps({"redis_url": redis_server.url, "pid": os.getpid()}))
+    notices = redis.Redis.from_url(redis_server.url).pubsub(ignore_subscribe_messages=True)
+    notices.subscribe(Settings().keys.model_channel)
+    beside_up = {**env, "EMOSTREAM_REDIS_DIR": str(tmp_path / "redis")}
+    assert run_cli("models", "promote", worse, "--force", env=beside_up).returncode == 0
+    deadline, notice = time.monotonic() + 10, None
+    while notice is None and time.monotonic() < deadline:
+        notice = notices.get_message(timeout=1)  # None for the subscription's own confirmation too
+    notices.close()
+    assert notice and json.loads(notice["data"])["version"] == worse, "announced on the Redis of the up running here"
     shown = json.loads(run_cli("models", "show", "--json", env=env).stdout)
     assert shown["version"] == worse and shown["live"] is True
     assert run_cli("models", "rollback", env=env).stdout.strip() == f"live: {first}"

@@ -423,7 +423,9 @@ def add_retraining(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "manual"),
         help="auto: promote if better than live on validation",
     )
-    p.add_argument("--timeout", type=int, default=6 * 3600, help="job timeout in seconds")
+    p.add_argument(
+        "--timeout", type=int, default=6 * 3600, help="seconds the job may train (10 more minutes for publishing)"
+    )
     p.add_argument("--shadow", action="store_true", help="compare with the live model on live faces first")
     p.add_argument("--wait", action="store_true", help="follow progress until the job ends")
     p.set_defaults(func=_cmd_retrain)

@@ -205,7 +205,7 @@ def run_job(raw_spec: dict) -> dict:
             **tied(),
         )
         try:
-            _follow(child, job, client, settings, run_dir)
+            _follow(child, job, client, settings, run_dir, log_path)
         finally:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -218,7 +218,9 @@ def run_job(raw_spec: dict) -> dict:
     if child.returncode != 0:
         errors = [line for line in output if "error" in line.lower()] or output[-1:] or ["(no output)"]
         raise RuntimeError(f"training exited with status {child.returncode}: {errors[-1]}")
-    version = next(line.split()[1] for line in reversed(output) if line.startswith("published "))
+    version = _published(output)
+    if version is None:
+        raise RuntimeError(f"training ended without publishing: {output[-1] if output else '(no output)'}")
     manifest = store.manifest(version)
     after_training = f" after training: {version} was published, not promoted"
     if spec.shadow:
@@ -272,12 +274,25 @@ def _shadow(version: str, env: dict[str, str], go_on: Callable[[], None]) -> dic
     return json.loads(out)
 
 
-def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, settings: Settings, run_dir: Path) -> None:
+def _published(output: list[str]) -> str | None:
+    """The version a ``train --publish`` child says it published, from its output lines."""
+    return next((line.split()[1] for line in reversed(output) if line.startswith("published ")), None)
+
+
+def _follow(
+    child: subprocess.Popen, job: Job | None, client: redis.Redis, settings: Settings, run_dir: Path, log_path: Path
+) -> None:
+    def left_behind() -> str:  # the child publishes, then takes seconds to exit
+        version = _published(log_path.read_text().splitlines())
+        return f" after training: {version} was published, not promoted" if version else "; nothing was published"
+
     _set_meta(job, phase="training")
     seen = 0
     while child.poll() is None:
         time.sleep(1.0)
-        _check_go_on(job, client, settings, "; nothing was published")
+        if child.poll() is not None:
+            break  # ended: the caller reads what it published
+        _check_go_on(job, client, settings, left_behind)
         history = read_history(run_dir / "history.csv")
         epochs = len(history.get("loss", []))
         if epochs > seen:
@@ -286,18 +301,24 @@ def _follow(child: subprocess.Popen, job: Job | None, client: redis.Redis, setti
             _set_meta(job, progress=progress)
 
 
-def _check_go_on(job: Job | None, client: redis.Redis, settings: Settings, consequence: str) -> None:
+def _check_go_on(
+    job: Job | None, client: redis.Redis, settings: Settings, consequence: str | Callable[[], str]
+) -> None:
     """Raise :class:`JobCancelled` if the job was cancelled, :class:`TrainerStopped` if its trainer is
-    stopping; the reason (readable before RQ records the failure) ends with ``consequence``."""
+    stopping; the reason (readable before RQ records the failure) ends with ``consequence`` (or what it
+    returns, asked only then)."""
     name = f"job {job.id}" if job else "the job"
-    if job and client.exists(cancel_key(settings, job.id)):
-        reason = f"{name} was cancelled{consequence}"
+    cancelled = bool(job and client.exists(cancel_key(settings, job.id)))
+    if not cancelled and not STOPPING.is_set():
+        return
+    told = consequence() if callable(consequence) else consequence
+    if cancelled:
+        reason = f"{name} was cancelled{told}"
         _set_meta(job, phase="cancelled", error=reason)
         raise JobCancelled(reason)
-    if STOPPING.is_set():
-        reason = f"{name} ended: its trainer was stopped{consequence}"
-        _set_meta(job, phase="stopped", error=reason)
-        raise TrainerStopped(reason)
+    reason = f"{name} ended: its trainer was stopped{told}"
+    _set_meta(job, phase="stopped", error=reason)
+    raise TrainerStopped(reason)
 
 
 def _set_meta(job: Job | None, **values: object) -> None:
