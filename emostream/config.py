@@ -190,10 +190,9 @@ class Settings:
         settings.validate()
         return settings
 
-    def ice_server_list(self, now: float | None = None) -> list[dict[str, str]]:
-        """``ice_servers`` as WebRTC's ``iceServers`` entries, TURN ones with their credentials (with
-        ``ice_secret``, fresh ones valid ``ice_ttl`` seconds from ``now``)."""
-        servers = []
+    def _ice_urls(self) -> list[tuple[str, bool]]:
+        """Each URL of ``ice_servers`` and whether it is a TURN server; ``ValueError`` for a malformed one."""
+        urls = []
         for url in filter(None, (u.strip() for u in self.ice_servers.split(","))):
             match = ICE_URL.fullmatch(url)
             if not match:
@@ -202,7 +201,16 @@ class Settings:
                     "(stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT][?transport=tcp]; "
                     "browsers and the gateway pass over stuns: and TURN over DTLS)"
                 )
-            if not match["turn"]:
+            urls.append((url, bool(match["turn"])))
+        return urls
+
+    def ice_server_list(self, now: float | None = None) -> list[dict[str, str]]:
+        """``ice_servers`` as WebRTC's ``iceServers`` entries, TURN ones with their credentials (with
+        ``ice_secret``, fresh ones valid ``ice_ttl`` seconds from ``now``); ``ValueError`` for TURN without
+        credentials (the gateway's to hold: other processes may share its configuration, not its secrets)."""
+        servers = []
+        for url, turn in self._ice_urls():
+            if not turn:
                 servers.append({"urls": url})
             elif self.ice_secret:
                 servers.append({"urls": url, **turn_credentials(self.ice_secret, self.ice_ttl, now)})
@@ -241,7 +249,7 @@ class Settings:
             raise ValueError("set EMOSTREAM_ICE_SECRET or EMOSTREAM_ICE_USERNAME and _CREDENTIAL, not both")
         if self.ice_ttl < 60:
             raise ValueError("ice_ttl must be at least 60 seconds")
-        self.ice_server_list()  # refuses a malformed URL, or TURN without credentials, at start-up
+        self._ice_urls()  # a malformed URL is refused at once; TURN without credentials by the gateway
         if self.detect_tiles < 0 or self.runtime not in ("auto", "litert", "keras"):
             raise ValueError("detect_tiles must be >= 0 and runtime one of auto, litert, keras")
         if self.max_inflight_per_stream < 1 or self.max_streams_per_client < 1 or self.offer_burst < 1:
@@ -307,11 +315,12 @@ class Settings:
         """``host:port`` to register for a server bound at ``bound`` (``host:port``); a server bound to
         every address is advertised at this host's own (:func:`own_address`)."""
         host, port = bound.rsplit(":", 1)
+        host = host.strip("[]")
         if self.advertise_host:
-            host = self.advertise_host
+            host = self.advertise_host.strip("[]")
         elif host in ("0.0.0.0", "::", ""):
             host = own_address()
-        return f"{host}:{port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
 
     @property
     def keys(self):

@@ -33,6 +33,7 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     settings = settings.replace(host=args.host, port=args.port)
     check_exposure(settings)  # before starting anything
+    settings.ice_server_list()  # TURN without credentials, which the gateway would refuse
     check_port(settings)
     trains = logs.can_train()  # a trainer without TensorFlow would take jobs and fail every one
     stopping = threading.Event()

@@ -242,6 +242,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     if settings.max_streams < 1:
         raise ValueError("max_streams must be >= 1")
     access.check_exposure(settings)
+    settings.ice_server_list()  # TURN without credentials is refused before serving
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
         client = redis_client(redis_url)

@@ -179,7 +179,9 @@ def test_grafana_provisioning_matches_the_dashboard_and_compose():
     assert uids == {source[0]["uid"]}
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     url = urllib.parse.urlsplit(source[0]["url"])
-    assert url.hostname in compose and f"{url.port}:{url.port}" in compose[url.hostname]["ports"]
+    assert url.hostname in compose and f"127.0.0.1:{url.port}:{url.port}" in compose[url.hostname]["ports"]
+    for service in ("prometheus", "grafana"):  # neither asks a viewer to log in: this host's loopback only
+        assert all(port.startswith("127.0.0.1:") for port in compose[service]["ports"]), service
     mounts = dict(volume.split(":")[:2][::-1] for volume in compose["grafana"]["volumes"])
     assert (REPO / "deploy" / mounts[provider["options"]["path"]]).resolve() == DASHBOARD.parent
     assert (REPO / "deploy" / mounts["/etc/grafana/provisioning"]).resolve() == GRAFANA / "provisioning"

@@ -11,6 +11,7 @@ from aiortc import RTCPeerConnection
 from gateway_helpers import REPO, run, serving
 
 from emostream.config import Settings
+from gateway.app import create_app
 from gateway.session import ice_configuration
 from ingest.tracks import KEEP_S
 
@@ -161,7 +162,10 @@ def test_ice_servers_are_checked_when_the_settings_are_read():
         # URLs that browsers and aiortc alike would pass over in silence
         ("stuns:stun.example.org", "pass over stuns: and TURN over DTLS"),
         ("turns:turn.example.org?transport=udp", "pass over stuns: and TURN over DTLS"),
-        ("turn:turn.example.org", "is a TURN server: set EMOSTREAM_ICE_SECRET, or EMOSTREAM_ICE_USERNAME and"),
     ]:
         with pytest.raises(ValueError, match=message):
             Settings.from_env({"EMOSTREAM_ICE_SERVERS": value})
+    # workers and the trainer share the gateway's configuration, not its TURN secret: only the gateway refuses
+    turn_only = Settings.from_env({"EMOSTREAM_ICE_SERVERS": "stun:stun.example.org, turn:turn.example.org"})
+    with pytest.raises(ValueError, match="is a TURN server: set EMOSTREAM_ICE_SECRET, or EMOSTREAM_ICE_USERNAME and"):
+        create_app(turn_only.replace(redis_url="redis://127.0.0.1:1/0"))

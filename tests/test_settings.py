@@ -77,3 +77,17 @@ def test_a_setting_out_of_range_or_not_finite_is_refused_by_name(variable, value
     """A NaN age would keep every stale frame (no comparison with NaN is true) and break the page's JSON."""
     with pytest.raises(ValueError, match=re.escape(message)):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    ("advertise", "bound", "listed"),
+    [
+        ("", "127.0.0.1:9100", "127.0.0.1:9100"),
+        ("fd00:10:244::5", "0.0.0.0:9100", "[fd00:10:244::5]:9100"),  # a pod IP on an IPv6 cluster
+        ("[fd00::5]", "0.0.0.0:9100", "[fd00::5]:9100"),
+        ("", "::1:9100", "[::1]:9100"),
+        ("10.0.0.7", "0.0.0.0:8080", "10.0.0.7:8080"),
+    ],
+)
+def test_addresses_are_advertised_as_prometheus_reads_them(advertise, bound, listed):
+    assert Settings(advertise_host=advertise).advertised(bound) == listed
