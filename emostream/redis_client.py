@@ -6,14 +6,23 @@ later than :data:`TIMEOUT_S` means the connection was lost without a word: the c
 as long by default; 5 to 7, which ``redis>=5`` allows, waited for ever.
 """
 
+from typing import Any
+
 import redis
+import redis.asyncio as aioredis
 
 TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
+OPTIONS: dict[str, Any] = dict(
+    socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=TIMEOUT_S, socket_keepalive=True
+)
 
 
 def connect(url: str) -> redis.Redis:
     """A synchronous client of ``url`` with those timeouts, and TCP keepalive."""
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=TIMEOUT_S, socket_keepalive=True
-    )
+    return redis.Redis.from_url(url, **OPTIONS)
+
+
+def connect_async(url: str) -> aioredis.Redis:
+    """An asyncio client of ``url`` (the gateway's) with the same."""
+    return aioredis.Redis.from_url(url, **OPTIONS)

@@ -36,7 +36,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from emostream import redis_client as redis_timeouts
+from emostream import redis_client
 from emostream.config import Settings
 from emostream.metrics import CONTENT_TYPE, Metrics
 from gateway import access, feedback, retraining
@@ -56,21 +56,9 @@ STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file(
 OFFER_TIMEOUT = 20.0
 """Seconds to answer an offer (ICE gathering included) before giving up with 504."""
 READY_TIMEOUT = 2.0
-REDIS_TIMEOUT_S = redis_timeouts.TIMEOUT_S
-"""A Redis answer later than this means the connection was lost without a word (:mod:`emostream.redis_client`)."""
 WORKER_MAX_AGE = 5.0
 """Seconds since its last heartbeat (one a second) after which a worker is no longer listed in /api/targets."""
 __all__ = ["HUB", "ApiError", "create_app"]  # HUB and ApiError live in gateway.api
-
-
-def redis_client(url: str) -> aioredis.Redis:
-    """The gateway's Redis client: answers that never come are given up (:data:`REDIS_TIMEOUT_S`)."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=redis_timeouts.CONNECT_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_keepalive=True,
-    )
 
 
 @web.middleware
@@ -245,7 +233,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     settings.ice_server_list()  # TURN without credentials is refused before serving
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        client = redis_client(redis_url)
+        client = redis_client.connect_async(redis_url)
         sync = redis.Redis.from_url(redis_url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=30)
         hub = Hub(settings, client, metrics)
         await hub.start()

@@ -78,11 +78,10 @@ def _announce(settings: Settings, version: str) -> None:
     notice within seconds by polling)."""
     url = settings.redis_url or settings.running_up_redis()
     if url:
-        import redis
-
+        from emostream import redis_client
         from model_store.announcement import announce
 
-        announce(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5), settings, version)
+        announce(redis_client.connect(url), settings, version)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:

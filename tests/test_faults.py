@@ -21,13 +21,11 @@ from factories import brightness, brightness_store
 from gateway_helpers import ClipTrack, GatewayProcess, connect, run, until
 from silent_proxy import SilentProxy
 
-from emostream import redis_client as sync_redis
+from emostream import redis_client as clients
 from emostream.config import Settings
 from emostream.metrics import Metrics
 from emostream.redis_server import RedisServer
 from emostream.stack import EmbeddedStack
-from gateway.app import REDIS_TIMEOUT_S
-from gateway.app import redis_client as redis_client_of_gateway
 from gateway.results import ResultReader
 from ingest.wire import Frame, Result
 from workers.classify import LiveModel
@@ -136,7 +134,7 @@ def test_a_gateway_whose_redis_connection_goes_silent_reconnects(redis_server, r
 
     async def scenario() -> None:
         async with SilentProxy(redis_server.port) as proxy:
-            client = redis_client_of_gateway(f"redis://127.0.0.1:{proxy.port}/0")
+            client = clients.connect_async(f"redis://127.0.0.1:{proxy.port}/0")
             reader = ResultReader(client, key, lambda r: delivered.append(r) or True, Metrics())
             task = asyncio.create_task(reader.run())
             try:
@@ -144,7 +142,7 @@ def test_a_gateway_whose_redis_connection_goes_silent_reconnects(redis_server, r
                 proxy.silence()
                 result = Result("cam", 1, time.time(), "v1", [], "w", {}, [64, 48])
                 redis_client.xadd(key, result.encode())
-                await until(lambda: delivered, REDIS_TIMEOUT_S * 3, "the result read on a new connection")
+                await until(lambda: delivered, clients.TIMEOUT_S * 3, "the result read on a new connection")
             finally:
                 task.cancel()
                 await client.aclose()
@@ -161,7 +159,7 @@ def test_a_worker_whose_redis_connection_goes_silent_reconnects(redis_server, re
 
     async def scenario() -> None:
         async with SilentProxy(redis_server.port) as proxy:
-            client = sync_redis.connect(f"redis://127.0.0.1:{proxy.port}/0")
+            client = clients.connect(f"redis://127.0.0.1:{proxy.port}/0")
             worker = Worker(settings, client, HaarDetector(320), LiveModel(settings.model_store()))
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()
@@ -170,7 +168,7 @@ def test_a_worker_whose_redis_connection_goes_silent_reconnects(redis_server, re
                 await asyncio.sleep(0.5)  # blocked in its read
                 proxy.silence()
                 face = np.full((96, 96), brightness(4), np.uint8)
-                for seq in range(int(sync_redis.TIMEOUT_S * 4)):  # the first may go to the silent connection
+                for seq in range(int(clients.TIMEOUT_S * 4)):  # the first may go to the silent connection
                     redis_client.xadd(settings.keys.frames, Frame("s", seq, time.time(), face, reply).encode())
                     if redis_client.xlen(reply):
                         break
