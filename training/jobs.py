@@ -222,7 +222,7 @@ def run_job(raw_spec: dict) -> dict:
     if version is None:
         raise RuntimeError(f"training ended without publishing: {output[-1] if output else '(no output)'}")
     manifest = store.manifest(version)
-    after_training = f" after training: {version} was published, not promoted"
+    after_training = _left_behind(version)
     if spec.shadow:
         _check_go_on(job, client, settings, after_training)
         _set_meta(job, phase="shadow")
@@ -279,20 +279,22 @@ def _published(output: list[str]) -> str | None:
     return next((line.split()[1] for line in reversed(output) if line.startswith("published ")), None)
 
 
+def _left_behind(version: str | None) -> str:
+    """How the reason of a job cancelled or stopped ends: with the version it published, if any."""
+    return f" after training: {version} was published, not promoted" if version else "; nothing was published"
+
+
 def _follow(
     child: subprocess.Popen, job: Job | None, client: redis.Redis, settings: Settings, run_dir: Path, log_path: Path
 ) -> None:
-    def left_behind() -> str:  # the child publishes, then takes seconds to exit
-        version = _published(log_path.read_text().splitlines())
-        return f" after training: {version} was published, not promoted" if version else "; nothing was published"
-
     _set_meta(job, phase="training")
     seen = 0
     while child.poll() is None:
         time.sleep(1.0)
         if child.poll() is not None:
             break  # ended: the caller reads what it published
-        _check_go_on(job, client, settings, left_behind)
+        # the child publishes, then takes seconds to exit: what it left is read if the job is stopped
+        _check_go_on(job, client, settings, lambda: _left_behind(_published(log_path.read_text().splitlines())))
         history = read_history(run_dir / "history.csv")
         epochs = len(history.get("loss", []))
         if epochs > seen:
